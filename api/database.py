@@ -1,0 +1,70 @@
+"""Where the database is, how to migrate it, and whether it is ready.
+
+``resolve_database`` turns settings into a running server: the one in ``DATABASE_URL``, or an
+embedded PostgreSQL started in the data directory. The caller owns what it returns and stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from api.settings import Settings
+from integrations.embedded_postgres import EmbeddedPostgres, ensure_database, with_database
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+EMBEDDED_DATABASE = "carbon_rewards"
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``postgresql://…`` as SQLAlchemy's asyncpg dialect spells it."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError("DATABASE_URL must start with postgresql://")
+
+
+def alembic_config(url: str, app_role: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    config.attributes["app_role"] = app_role
+    return config
+
+
+async def migrate(url: str, app_role: str, revision: str = "head") -> None:
+    """Upgrade the schema (Alembic runs its own event loop, hence the thread)."""
+    await asyncio.to_thread(command.upgrade, alembic_config(url, app_role), revision)
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+async def current_revision(conn: asyncpg.Connection) -> str | None:
+    try:
+        return await conn.fetchval("SELECT version_num FROM alembic_version")
+    except asyncpg.exceptions.UndefinedTableError:
+        return None
+
+
+@asynccontextmanager
+async def resolve_database(settings: Settings) -> AsyncIterator[str]:
+    """Yield the URL of the database to use; with no ``DATABASE_URL``, run an embedded server meanwhile."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    embedded = EmbeddedPostgres(settings.data_dir / "pg")
+    admin_url = await asyncio.to_thread(embedded.start)
+    try:
+        await ensure_database(admin_url, EMBEDDED_DATABASE)
+        yield with_database(admin_url, EMBEDDED_DATABASE)
+    finally:
+        await asyncio.to_thread(embedded.stop)

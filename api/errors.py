@@ -1,0 +1,108 @@
+"""Every error leaves the service as ``application/problem+json`` (RFC 9457), mapped here and only here.
+
+The ``type`` is a stable URN built from the machine-readable ``code`` (also given as its own member),
+so clients can branch on it without parsing prose. Nothing becomes a bare 500: unexpected errors are
+logged with their traceback and answered with the ``internal_error`` problem.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from domain.errors import CarbonRewardsError, ErrorKind
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+STATUS_BY_KIND: dict[ErrorKind, int] = {
+    ErrorKind.INVALID: 422,
+    ErrorKind.UNAUTHENTICATED: 401,
+    ErrorKind.FORBIDDEN: 403,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.INTERNAL: 500,
+}
+
+_CODE_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "too_many_requests",
+    503: "service_unavailable",
+}
+
+
+def problem_type(code: str) -> str:
+    return f"urn:carbon-rewards:problem:{code}"
+
+
+def problem(
+    request: Request[Any, Any, Any], *, status: int, code: str, title: str, detail: str, **extra: Any
+) -> Response[dict[str, Any]]:
+    body = {
+        "type": problem_type(code),
+        "code": code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        **extra,
+    }
+    return Response(content=body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _domain_error(request: Request[Any, Any, Any], exc: CarbonRewardsError) -> Response[dict[str, Any]]:
+    status = STATUS_BY_KIND[exc.kind]
+    if status >= 500:
+        log.error("%s: %s", exc.code, exc.detail)
+    return problem(request, status=status, code=exc.code, title=exc.title, detail=exc.detail, **exc.extra)
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    code = _CODE_BY_STATUS.get(status, "http_error")
+    extra: dict[str, Any] = {}
+    if isinstance(exc, ValidationException):
+        status, code = 422, "invalid_input"
+        extra["errors"] = exc.extra if isinstance(exc.extra, list) else [exc.extra] if exc.extra else []
+    elif isinstance(exc, NotFoundException):
+        code = "not_found"
+    headers = exc.headers or {}
+    response = problem(
+        request, status=status, code=code, title=code.replace("_", " ").capitalize(), detail=exc.detail, **extra
+    )
+    response.headers.update(headers)
+    return response
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(
+        request,
+        status=HTTP_500_INTERNAL_SERVER_ERROR,
+        code="internal_error",
+        title="Internal error",
+        detail="The request failed unexpectedly; nothing was committed. It is safe to retry with the same idempotency key.",
+    )
+
+
+EXCEPTION_HANDLERS = {
+    CarbonRewardsError: _domain_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}
+
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "MediaType", "problem", "problem_type"]

@@ -1,0 +1,41 @@
+"""Typed settings, read from the environment once and passed through the app factory.
+
+Every variable is prefixed ``CARBON_`` except ``DATABASE_URL``, which follows the common convention.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service configuration. Unset ``DATABASE_URL`` means: run an embedded PostgreSQL in ``data_dir``."""
+
+    model_config = SettingsConfigDict(env_prefix="CARBON_", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "CARBON_DATABASE_URL"),
+        description="postgresql:// URL of an existing server; unset = embedded PostgreSQL.",
+    )
+    data_dir: Path = Field(default=Path(".data"), description="Where the embedded PostgreSQL keeps its data.")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: str = "INFO"
+    db_app_role: str = Field(
+        default="carbon_app",
+        description="Role the service assumes on every connection; it may not UPDATE or DELETE ledger rows.",
+    )
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    ledger_max_batch: int = Field(
+        default=2000, ge=1, le=8190, description="Most transfers one group commit may carry."
+    )
+    ledger_writers: int = Field(
+        default=2, ge=1, le=32, description="Concurrent group-commit transactions per process."
+    )
+    pending_expiry_interval_s: float = Field(
+        default=1.0, gt=0, description="How often expired pending transfers are voided."
+    )

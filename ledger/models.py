@@ -1,0 +1,125 @@
+"""The ledger's tables.
+
+``ledger_accounts`` and ``ledger_transfers`` are append-only (PostgreSQL triggers and privileges
+enforce it, see the first migration). ``ledger_balances`` is a projection written in the same
+transaction as the transfers, striped into slots so that accounts without balance limits (the
+issuance account every credit touches) never serialise concurrent writers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKeyConstraint,
+    Index,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+#: Balance slots of an account without balance limits; writers pick one at random.
+BALANCE_SLOTS = 16
+
+
+class LedgerAccount(SQLModel, table=True):
+    __tablename__ = "ledger_accounts"
+    __table_args__ = (
+        UniqueConstraint("id", "ledger", name="uq_ledger_accounts_id_ledger"),
+        CheckConstraint(
+            "NOT (debits_must_not_exceed_credits AND credits_must_not_exceed_debits)",
+            name="ck_ledger_accounts_one_limit",
+        ),
+        Index("ix_ledger_accounts_owner_ref", "owner_ref"),
+    )
+
+    id: UUID = Field(primary_key=True)
+    ledger: str = Field(sa_column=Column(String(16), nullable=False))
+    code: str = Field(sa_column=Column(String(64), nullable=False))
+    owner_ref: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
+    debits_must_not_exceed_credits: bool = Field(default=False)
+    credits_must_not_exceed_debits: bool = Field(default=False)
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()"))
+    )
+
+
+class LedgerTransfer(SQLModel, table=True):
+    __tablename__ = "ledger_transfers"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["debit_account_id", "ledger"],
+            ["ledger_accounts.id", "ledger_accounts.ledger"],
+            name="fk_ledger_transfers_debit_account",
+        ),
+        ForeignKeyConstraint(
+            ["credit_account_id", "ledger"],
+            ["ledger_accounts.id", "ledger_accounts.ledger"],
+            name="fk_ledger_transfers_credit_account",
+        ),
+        ForeignKeyConstraint(["pending_id"], ["ledger_transfers.id"], name="fk_ledger_transfers_pending"),
+        CheckConstraint("amount > 0", name="ck_ledger_transfers_amount_positive"),
+        CheckConstraint("debit_account_id <> credit_account_id", name="ck_ledger_transfers_accounts_differ"),
+        CheckConstraint(
+            "pending::int + post_pending::int + void_pending::int <= 1", name="ck_ledger_transfers_one_phase_flag"
+        ),
+        CheckConstraint(
+            "(pending_id IS NOT NULL) = (post_pending OR void_pending)", name="ck_ledger_transfers_pending_id"
+        ),
+        CheckConstraint("timeout_s >= 0 AND (timeout_s = 0 OR pending)", name="ck_ledger_transfers_timeout"),
+        Index(
+            "uq_ledger_transfers_one_resolution",
+            "pending_id",
+            unique=True,
+            postgresql_where=text("pending_id IS NOT NULL"),
+        ),
+        Index("ix_ledger_transfers_expiry", "expires_at", postgresql_where=text("expires_at IS NOT NULL")),
+        Index("ix_ledger_transfers_debit_account", "debit_account_id", "timestamp"),
+        Index("ix_ledger_transfers_credit_account", "credit_account_id", "timestamp"),
+    )
+
+    id: UUID = Field(primary_key=True)
+    debit_account_id: UUID = Field(nullable=False)
+    credit_account_id: UUID = Field(nullable=False)
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    ledger: str = Field(sa_column=Column(String(16), nullable=False))
+    code: str = Field(sa_column=Column(String(64), nullable=False))
+    reference: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
+    metadata_: dict[str, Any] | None = Field(default=None, sa_column=Column("metadata", JSONB, nullable=True))
+    pending: bool = Field(default=False)
+    post_pending: bool = Field(default=False)
+    void_pending: bool = Field(default=False)
+    linked: bool = Field(default=False)
+    pending_id: UUID | None = Field(default=None)
+    timeout_s: int = Field(default=0)
+    timestamp: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    expires_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+
+class LedgerBalance(SQLModel, table=True):
+    """One slot of an account's balance; the balance is the sum of its slots.
+
+    Balance-limited accounts have exactly one slot (0), locked while a transfer is checked against it.
+    """
+
+    __tablename__ = "ledger_balances"
+    __table_args__ = (
+        ForeignKeyConstraint(["account_id"], ["ledger_accounts.id"], name="fk_ledger_balances_account"),
+        CheckConstraint(f"slot >= 0 AND slot < {BALANCE_SLOTS}", name="ck_ledger_balances_slot"),
+    )
+
+    account_id: UUID = Field(primary_key=True)
+    slot: int = Field(sa_column=Column(SmallInteger, primary_key=True, nullable=False))
+    debits_pending: int = Field(sa_column=Column(BigInteger, nullable=False, server_default=text("0")))
+    debits_posted: int = Field(sa_column=Column(BigInteger, nullable=False, server_default=text("0")))
+    credits_pending: int = Field(sa_column=Column(BigInteger, nullable=False, server_default=text("0")))
+    credits_posted: int = Field(sa_column=Column(BigInteger, nullable=False, server_default=text("0")))

@@ -1,0 +1,246 @@
+"""The ledger as a long-lived service: group commit, pending-transfer expiry, reads and verification.
+
+``Ledger.create_transfers`` may be called by many tasks at once. Calls are queued and a few writer
+tasks each take whatever is queued (up to ``max_batch`` transfers) and apply it in one database
+transaction, so a burst of single-transfer calls costs a handful of commits rather than one each.
+Every submission keeps its own results and linked chains. Code that must write ledger entries in
+the same transaction as its own rows (crediting an action, say) calls ``ledger.store`` directly on
+its transaction's connection instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from uuid import UUID
+
+import asyncpg
+
+from ledger import store
+from ledger.errors import LedgerClosed, LedgerConflict
+from ledger.models import BALANCE_SLOTS
+from ledger.types import (
+    Account,
+    AccountOutcome,
+    Balance,
+    NewAccount,
+    NewTransfer,
+    RecomputeReport,
+    Transfer,
+    TransferCode,
+    TransferOutcome,
+)
+
+log = logging.getLogger(__name__)
+
+#: Namespace of ids derived for the voids the expiry task writes (uuid5 of the pending id).
+EXPIRY_NAMESPACE = uuid.UUID("5f0b3c1e-6a43-4f0e-9b7e-2f5d1c9a7e10")
+_MAX_ATTEMPTS = 8
+
+
+def expiry_void_id(pending_id: UUID) -> UUID:
+    """The id of the void that expires a pending transfer; deterministic so two sweepers write it once."""
+    return uuid.uuid5(EXPIRY_NAMESPACE, str(pending_id))
+
+
+@dataclass
+class _Submission:
+    transfers: Sequence[NewTransfer]
+    future: asyncio.Future[list[TransferOutcome]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Ledger:
+    """Owns a connection pool, the group-commit writers and the expiry task."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        max_batch: int = 2000,
+        writers: int = 2,
+        expiry_interval_s: float | None = None,
+    ) -> None:
+        self.pool = pool
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[_Submission | None] = asyncio.Queue()
+        self._writer_count = writers
+        self._expiry_interval_s = expiry_interval_s
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+        self._slot_base = random.randrange(BALANCE_SLOTS)
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        role: str | None,
+        pool_size: int = 10,
+        **options: object,
+    ) -> Ledger:
+        """Connect (assuming ``role`` on every connection) and start the writers."""
+        server_settings = {"role": role} if role else {}
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=pool_size, server_settings=server_settings
+        )
+        assert pool is not None
+        ledger = cls(pool, **options)  # type: ignore[arg-type]
+        ledger.start()
+        return ledger
+
+    def start(self) -> None:
+        for index in range(self._writer_count):
+            self._tasks.append(asyncio.create_task(self._writer(index), name=f"ledger-writer-{index}"))
+        if self._expiry_interval_s:
+            self._tasks.append(asyncio.create_task(self._expiry_loop(self._expiry_interval_s), name="ledger-expiry"))
+
+    async def close(self) -> None:
+        """Finish queued submissions, stop the background tasks and close the pool."""
+        self._closed = True
+        for _ in range(self._writer_count):
+            self._queue.put_nowait(None)
+        for task in self._tasks:
+            if task.get_name() == "ledger-expiry":
+                task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.pool.close()
+
+    # ------------------------------------------------------------------------------------------ writes
+
+    async def create_accounts(self, accounts: Sequence[NewAccount]) -> list[AccountOutcome]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await store.create_accounts(conn, accounts)
+
+    async def create_transfers(self, transfers: Sequence[NewTransfer]) -> list[TransferOutcome]:
+        """Apply a list of transfers atomically per linked chain; returns one result per transfer."""
+        if self._closed:
+            raise LedgerClosed()
+        if not transfers:
+            return []
+        submission = _Submission(list(transfers))
+        self._queue.put_nowait(submission)
+        return await asyncio.shield(submission.future)
+
+    async def _writer(self, index: int) -> None:
+        slot = (self._slot_base + index) % BALANCE_SLOTS
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            size = len(first.transfers)
+            while size < self.max_batch and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    self._queue.put_nowait(None)
+                    break
+                if size + len(nxt.transfers) > self.max_batch:
+                    await self._commit(group, slot)
+                    group, size = [], 0
+                group.append(nxt)
+                size += len(nxt.transfers)
+            await self._commit(group, slot)
+
+    async def _commit(self, group: list[_Submission], slot: int) -> None:
+        try:
+            results = await self._apply_with_retry([s.transfers for s in group], slot)
+        except Exception as exc:  # noqa: BLE001 - isolate the submission that fails
+            if len(group) == 1:
+                _settle(group[0], exc=exc)
+                return
+            log.warning("group commit of %d submissions failed (%s); applying them one by one", len(group), exc)
+            for submission in group:
+                await self._commit([submission], slot)
+            return
+        for submission, outcome in zip(group, results, strict=True):
+            _settle(submission, result=outcome)
+
+    async def _apply_with_retry(
+        self, segments: list[Sequence[NewTransfer]], slot: int
+    ) -> list[list[TransferOutcome]]:
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    return await store.apply_segments(conn, segments, slot=slot)
+            except LedgerConflict:
+                if attempt == _MAX_ATTEMPTS:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    # ---------------------------------------------------------------------------------------- expiry
+
+    async def expire_pending(self, limit: int = 1000) -> int:
+        """Void pending transfers whose timeout has passed; returns how many this call voided."""
+        async with self.pool.acquire() as conn:
+            expired = await store.find_expired_pending(conn, limit)
+        if not expired:
+            return 0
+        voids = [
+            NewTransfer(
+                id=expiry_void_id(p.id),
+                debit_account_id=None,
+                credit_account_id=None,
+                amount=None,
+                ledger=None,
+                code=TransferCode.PENDING_EXPIRED,
+                void_pending=True,
+                pending_id=p.id,
+            )
+            for p in expired
+        ]
+        outcomes = await self.create_transfers(voids)
+        return sum(o.applied for o in outcomes)
+
+    async def _expiry_loop(self, interval: float) -> None:
+        while True:
+            try:
+                while await self.expire_pending() > 0:
+                    pass
+            except Exception:  # noqa: BLE001 - the sweeper must survive a failed round
+                log.exception("pending-transfer expiry round failed")
+            await asyncio.sleep(interval)
+
+    # ----------------------------------------------------------------------------------------- reads
+
+    async def lookup_accounts(self, ids: Sequence[UUID]) -> dict[UUID, Account]:
+        async with self.pool.acquire() as conn:
+            return await store.lookup_accounts(conn, ids)
+
+    async def lookup_transfers(self, ids: Sequence[UUID]) -> dict[UUID, Transfer]:
+        async with self.pool.acquire() as conn:
+            return await store.lookup_transfers(conn, ids)
+
+    async def get_balances(self, account_ids: Sequence[UUID]) -> dict[UUID, Balance]:
+        async with self.pool.acquire() as conn:
+            return await store.get_balances(conn, account_ids)
+
+    async def recompute_balances(self, *, repair: bool = False) -> RecomputeReport:
+        isolation = "read_committed" if repair else "repeatable_read"
+        async with self.pool.acquire() as conn, conn.transaction(isolation=isolation, readonly=not repair):
+            return await store.recompute_balances(conn, repair=repair)
+
+    async def ledger_totals(self) -> dict[str, dict[str, int]]:
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            return await store.ledger_totals(conn)
+
+
+def _settle(
+    submission: _Submission, *, result: list[TransferOutcome] | None = None, exc: BaseException | None = None
+) -> None:
+    if submission.future.done():
+        return
+    if exc is not None:
+        submission.future.set_exception(exc)
+    else:
+        submission.future.set_result(result or [])

@@ -1,0 +1,480 @@
+"""PostgreSQL storage of the ledger, on an asyncpg connection inside the caller's transaction.
+
+The caller owns the transaction (a request scope, a job, or the group committer); these functions
+only read, lock and write. Concurrency control, in the order locks are taken so that no two
+writers can deadlock on each other:
+
+1. transaction-scoped advisory locks on every submitted transfer id and every referenced pending
+   id, in sorted order: two submissions of one id, or a post racing a void of one pending
+   transfer, serialise here, and the later one sees the earlier one's committed row;
+2. ``FOR UPDATE`` on the single balance row of every balance-limited account touched, in id order,
+   so a limit is checked against a balance no one else can change before commit;
+3. increments of unlimited accounts (issuance, pools) into one of ``BALANCE_SLOTS`` striped rows
+   chosen per writer, in id order, so concurrent writers rarely wait for one another there.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from ledger.engine import BatchProcessor
+from ledger.errors import LedgerConflict, LedgerUsageError
+from ledger.models import BALANCE_SLOTS
+from ledger.types import (
+    MAX_CODE_LENGTH,
+    ZERO_ID,
+    Account,
+    AccountOutcome,
+    Balance,
+    BalanceDrift,
+    CreateAccountResult,
+    LedgerUnit,
+    NewAccount,
+    NewTransfer,
+    RecomputeReport,
+    Transfer,
+    TransferOutcome,
+)
+
+_TRANSFER_COLUMNS = (
+    "id, debit_account_id, credit_account_id, amount, ledger, code, reference, metadata::text AS metadata, "
+    "pending, post_pending, void_pending, linked, pending_id, timeout_s, timestamp, expires_at"
+)
+_ACCOUNT_COLUMNS = (
+    "id, ledger, code, owner_ref, debits_must_not_exceed_credits, credits_must_not_exceed_debits, created_at"
+)
+_RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+
+
+def lock_key(value: UUID) -> int:
+    """A signed 64-bit advisory-lock key for an id (collisions only cost an extra wait)."""
+    return int.from_bytes(value.bytes[:8], "big", signed=True)
+
+
+def _require_transaction(conn: asyncpg.Connection) -> None:
+    if not conn.is_in_transaction():
+        raise LedgerUsageError("ledger writes must run inside the caller's transaction")
+
+
+def _transfer_from_row(row: asyncpg.Record) -> Transfer:
+    metadata = row["metadata"]
+    return Transfer(
+        id=row["id"],
+        debit_account_id=row["debit_account_id"],
+        credit_account_id=row["credit_account_id"],
+        amount=row["amount"],
+        ledger=LedgerUnit(row["ledger"]),
+        code=row["code"],
+        reference=row["reference"],
+        metadata=json.loads(metadata) if metadata is not None else None,
+        pending=row["pending"],
+        post_pending=row["post_pending"],
+        void_pending=row["void_pending"],
+        linked=row["linked"],
+        pending_id=row["pending_id"],
+        timeout_s=row["timeout_s"],
+        timestamp=row["timestamp"],
+        expires_at=row["expires_at"],
+    )
+
+
+def _account_from_row(row: asyncpg.Record) -> Account:
+    return Account(
+        id=row["id"],
+        ledger=LedgerUnit(row["ledger"]),
+        code=row["code"],
+        owner_ref=row["owner_ref"],
+        debits_must_not_exceed_credits=row["debits_must_not_exceed_credits"],
+        credits_must_not_exceed_debits=row["credits_must_not_exceed_debits"],
+        created_at=row["created_at"],
+    )
+
+
+# ---------------------------------------------------------------------------------------------- accounts
+
+
+def _account_static_check(a: NewAccount) -> CreateAccountResult | None:
+    if a.id == ZERO_ID:
+        return CreateAccountResult.ID_MUST_NOT_BE_ZERO
+    if a.debits_must_not_exceed_credits and a.credits_must_not_exceed_debits:
+        return CreateAccountResult.FLAGS_ARE_MUTUALLY_EXCLUSIVE
+    if a.ledger not in LedgerUnit.__members__.values():
+        return CreateAccountResult.LEDGER_UNKNOWN
+    if not a.code:
+        return CreateAccountResult.CODE_MUST_NOT_BE_EMPTY
+    if len(a.code) > MAX_CODE_LENGTH:
+        return CreateAccountResult.CODE_TOO_LONG
+    if a.owner_ref is not None and len(a.owner_ref) > 200:
+        return CreateAccountResult.OWNER_REF_TOO_LONG
+    return None
+
+
+def _compare_account(a: NewAccount, e: Account) -> CreateAccountResult:
+    if (a.debits_must_not_exceed_credits, a.credits_must_not_exceed_debits) != (
+        e.debits_must_not_exceed_credits,
+        e.credits_must_not_exceed_debits,
+    ):
+        return CreateAccountResult.EXISTS_WITH_DIFFERENT_FLAGS
+    if a.ledger != e.ledger:
+        return CreateAccountResult.EXISTS_WITH_DIFFERENT_LEDGER
+    if a.code != e.code:
+        return CreateAccountResult.EXISTS_WITH_DIFFERENT_CODE
+    if a.owner_ref != e.owner_ref:
+        return CreateAccountResult.EXISTS_WITH_DIFFERENT_OWNER_REF
+    return CreateAccountResult.EXISTS
+
+
+async def create_accounts(conn: asyncpg.Connection, accounts: Sequence[NewAccount]) -> list[AccountOutcome]:
+    """Create accounts idempotently: an identical re-submission is ``exists``, a different one names the field."""
+    _require_transaction(conn)
+    failures = {i: _account_static_check(a) for i, a in enumerate(accounts)}
+    valid: dict[UUID, NewAccount] = {}
+    for i, a in enumerate(accounts):
+        if failures[i] is None:
+            valid.setdefault(a.id, a)
+    inserted: set[UUID] = set()
+    if valid:
+        rows = await conn.fetch(
+            """
+            INSERT INTO ledger_accounts
+                (id, ledger, code, owner_ref, debits_must_not_exceed_credits, credits_must_not_exceed_debits)
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::bool[])
+            ORDER BY 1
+            ON CONFLICT (id) DO NOTHING
+            RETURNING id
+            """,
+            list(valid),
+            [a.ledger.value for a in valid.values()],
+            [a.code for a in valid.values()],
+            [a.owner_ref for a in valid.values()],
+            [a.debits_must_not_exceed_credits for a in valid.values()],
+            [a.credits_must_not_exceed_debits for a in valid.values()],
+        )
+        inserted = {r["id"] for r in rows}
+        if inserted:
+            await conn.execute(
+                "INSERT INTO ledger_balances (account_id, slot) SELECT unnest($1::uuid[]), 0",
+                sorted(inserted),
+            )
+    existing = await lookup_accounts(conn, [i for i in valid if i not in inserted])
+    seen: set[UUID] = set()
+    outcomes = []
+    for i, a in enumerate(accounts):
+        if failures[i] is not None:
+            outcomes.append(AccountOutcome(a.id, failures[i]))  # type: ignore[arg-type]
+        elif a.id in inserted and a.id not in seen:
+            outcomes.append(AccountOutcome(a.id, CreateAccountResult.OK))
+        else:
+            stored = existing.get(a.id) or _as_account(valid[a.id])
+            outcomes.append(AccountOutcome(a.id, _compare_account(a, stored)))
+        seen.add(a.id)
+    return outcomes
+
+
+def _as_account(a: NewAccount) -> Account:
+    return Account(
+        id=a.id,
+        ledger=a.ledger,
+        code=a.code,
+        owner_ref=a.owner_ref,
+        debits_must_not_exceed_credits=a.debits_must_not_exceed_credits,
+        credits_must_not_exceed_debits=a.credits_must_not_exceed_debits,
+    )
+
+
+async def lookup_accounts(conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict[UUID, Account]:
+    ids = list(set(ids))
+    if not ids:
+        return {}
+    rows = await conn.fetch(f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE id = ANY($1::uuid[])", ids)
+    return {r["id"]: _account_from_row(r) for r in rows}
+
+
+# --------------------------------------------------------------------------------------------- transfers
+
+
+async def apply_transfers(
+    conn: asyncpg.Connection, transfers: Sequence[NewTransfer], *, slot: int | None = None
+) -> list[TransferOutcome]:
+    """Create a batch of transfers in the caller's transaction; one result per transfer, in order."""
+    return (await apply_segments(conn, [transfers], slot=slot))[0]
+
+
+async def apply_segments(
+    conn: asyncpg.Connection, segments: Sequence[Sequence[NewTransfer]], *, slot: int | None = None
+) -> list[list[TransferOutcome]]:
+    """Create several independent submissions in one transaction (group commit).
+
+    Each segment keeps its own linked chains and results; a failure in one never affects another.
+    ``slot`` picks the striped balance row this writer increments for unlimited accounts.
+    Raises ``LedgerConflict`` on a deadlock or serialisation failure: the transaction must be retried.
+    """
+    _require_transaction(conn)
+    try:
+        return await _apply_segments(conn, segments, random.randrange(BALANCE_SLOTS) if slot is None else slot)
+    except _RETRYABLE as exc:
+        raise LedgerConflict(str(exc)) from exc
+
+
+async def _apply_segments(
+    conn: asyncpg.Connection, segments: Sequence[Sequence[NewTransfer]], slot: int
+) -> list[list[TransferOutcome]]:
+    transfer_ids: set[UUID] = set()
+    pending_ids: set[UUID] = set()
+    account_ids: set[UUID] = set()
+    for segment in segments:
+        for t in segment:
+            transfer_ids.add(t.id)
+            if t.pending_id is not None:
+                pending_ids.add(t.pending_id)
+            if t.debit_account_id is not None:
+                account_ids.add(t.debit_account_id)
+            if t.credit_account_id is not None:
+                account_ids.add(t.credit_account_id)
+
+    now: datetime = await conn.fetchval(
+        "SELECT clock_timestamp() FROM (SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k) AS l",
+        sorted({lock_key(i) for i in transfer_ids | pending_ids}),
+    )
+    known = {
+        r["id"]: _transfer_from_row(r)
+        for r in await conn.fetch(
+            f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE id = ANY($1::uuid[])",
+            list(transfer_ids | pending_ids),
+        )
+    }
+    resolutions: dict[UUID, Transfer] = {}
+    if pending_ids:
+        for r in await conn.fetch(
+            f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE pending_id = ANY($1::uuid[])", list(pending_ids)
+        ):
+            resolutions[r["pending_id"]] = _transfer_from_row(r)
+    for pending_id in pending_ids:
+        if (p := known.get(pending_id)) is not None:
+            account_ids.update((p.debit_account_id, p.credit_account_id))
+
+    accounts = await lookup_accounts(conn, account_ids)
+    limited = sorted(a.id for a in accounts.values() if a.constrained)
+    balances: dict[UUID, Balance] = {}
+    if limited:
+        for r in await conn.fetch(
+            """
+            SELECT account_id, debits_pending, debits_posted, credits_pending, credits_posted
+            FROM ledger_balances WHERE account_id = ANY($1::uuid[]) AND slot = 0
+            ORDER BY account_id FOR UPDATE
+            """,
+            limited,
+        ):
+            balances[r["account_id"]] = Balance(
+                r["debits_pending"], r["debits_posted"], r["credits_pending"], r["credits_posted"]
+            )
+
+    processor = BatchProcessor(
+        now=now, accounts=accounts, balances=balances, known=known, resolutions=resolutions
+    )
+    results = processor.run(segments)
+    decided = processor.outcome()
+    if decided.created:
+        await _insert_transfers(conn, decided.created)
+    if decided.deltas:
+        await _write_deltas(conn, decided.deltas, accounts, slot)
+    return results
+
+
+async def _insert_transfers(conn: asyncpg.Connection, rows: Sequence[Transfer]) -> None:
+    await conn.execute(
+        """
+        INSERT INTO ledger_transfers
+            (id, debit_account_id, credit_account_id, amount, ledger, code, reference, metadata,
+             pending, post_pending, void_pending, linked, pending_id, timeout_s, timestamp, expires_at)
+        SELECT id, debit, credit, amount, ledger, code, reference, metadata::jsonb,
+               pending, post_pending, void_pending, linked, pending_id, timeout_s, ts, expires_at
+        FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], $6::text[], $7::text[],
+                    $8::text[], $9::bool[], $10::bool[], $11::bool[], $12::bool[], $13::uuid[], $14::int[],
+                    $15::timestamptz[], $16::timestamptz[])
+            AS v(id, debit, credit, amount, ledger, code, reference, metadata,
+                 pending, post_pending, void_pending, linked, pending_id, timeout_s, ts, expires_at)
+        """,
+        [t.id for t in rows],
+        [t.debit_account_id for t in rows],
+        [t.credit_account_id for t in rows],
+        [t.amount for t in rows],
+        [t.ledger.value for t in rows],
+        [t.code for t in rows],
+        [t.reference for t in rows],
+        [json.dumps(t.metadata, sort_keys=True) if t.metadata is not None else None for t in rows],
+        [t.pending for t in rows],
+        [t.post_pending for t in rows],
+        [t.void_pending for t in rows],
+        [t.linked for t in rows],
+        [t.pending_id for t in rows],
+        [t.timeout_s for t in rows],
+        [t.timestamp for t in rows],
+        [t.expires_at for t in rows],
+    )
+
+
+async def _write_deltas(
+    conn: asyncpg.Connection, deltas: dict[UUID, list[int]], accounts: dict[UUID, Account], slot: int
+) -> None:
+    limited = sorted(i for i in deltas if accounts[i].constrained)
+    unlimited = sorted(i for i in deltas if not accounts[i].constrained)
+    columns = lambda ids: [[deltas[i][k] for i in ids] for k in range(4)]  # noqa: E731
+    if limited:
+        await conn.execute(
+            """
+            UPDATE ledger_balances AS b SET
+                debits_pending = b.debits_pending + v.dp, debits_posted = b.debits_posted + v.dpo,
+                credits_pending = b.credits_pending + v.cp, credits_posted = b.credits_posted + v.cpo
+            FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(id, dp, dpo, cp, cpo)
+            WHERE b.account_id = v.id AND b.slot = 0
+            """,
+            limited,
+            *columns(limited),
+        )
+    if unlimited:
+        await conn.execute(
+            """
+            INSERT INTO ledger_balances AS b
+                (account_id, slot, debits_pending, debits_posted, credits_pending, credits_posted)
+            SELECT id, $6, dp, dpo, cp, cpo
+            FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(id, dp, dpo, cp, cpo)
+            ORDER BY id
+            ON CONFLICT (account_id, slot) DO UPDATE SET
+                debits_pending = b.debits_pending + EXCLUDED.debits_pending,
+                debits_posted = b.debits_posted + EXCLUDED.debits_posted,
+                credits_pending = b.credits_pending + EXCLUDED.credits_pending,
+                credits_posted = b.credits_posted + EXCLUDED.credits_posted
+            """,
+            unlimited,
+            *columns(unlimited),
+            slot,
+        )
+
+
+async def lookup_transfers(conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict[UUID, Transfer]:
+    rows = await conn.fetch(
+        f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE id = ANY($1::uuid[])", list(set(ids))
+    )
+    return {r["id"]: _transfer_from_row(r) for r in rows}
+
+
+async def get_balances(conn: asyncpg.Connection, account_ids: Iterable[UUID]) -> dict[UUID, Balance]:
+    """Current balances (sum of the striped slots) of existing accounts."""
+    rows = await conn.fetch(
+        """
+        SELECT account_id, sum(debits_pending)::bigint AS dp, sum(debits_posted)::bigint AS dpo,
+               sum(credits_pending)::bigint AS cp, sum(credits_posted)::bigint AS cpo
+        FROM ledger_balances WHERE account_id = ANY($1::uuid[]) GROUP BY account_id
+        """,
+        list(set(account_ids)),
+    )
+    return {r["account_id"]: Balance(r["dp"], r["dpo"], r["cp"], r["cpo"]) for r in rows}
+
+
+async def find_expired_pending(conn: asyncpg.Connection, limit: int) -> list[Transfer]:
+    """Pending transfers whose timeout has passed and that nobody has posted or voided yet."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers AS p
+        WHERE p.expires_at IS NOT NULL AND p.expires_at <= clock_timestamp()
+          AND NOT EXISTS (SELECT 1 FROM ledger_transfers AS r WHERE r.pending_id = p.id)
+        ORDER BY p.expires_at LIMIT $1
+        """,
+        limit,
+    )
+    return [_transfer_from_row(r) for r in rows]
+
+
+# ------------------------------------------------------------------------------------------ verification
+
+_RECOMPUTE_SQL = """
+WITH effects AS (
+    SELECT t.debit_account_id AS account_id,
+           CASE WHEN t.pending THEN t.amount
+                WHEN t.post_pending OR t.void_pending THEN -p.amount ELSE 0 END AS dp,
+           CASE WHEN t.pending OR t.void_pending THEN 0 ELSE t.amount END AS dpo,
+           0::bigint AS cp, 0::bigint AS cpo
+    FROM ledger_transfers AS t LEFT JOIN ledger_transfers AS p ON p.id = t.pending_id
+    UNION ALL
+    SELECT t.credit_account_id, 0, 0,
+           CASE WHEN t.pending THEN t.amount
+                WHEN t.post_pending OR t.void_pending THEN -p.amount ELSE 0 END,
+           CASE WHEN t.pending OR t.void_pending THEN 0 ELSE t.amount END
+    FROM ledger_transfers AS t LEFT JOIN ledger_transfers AS p ON p.id = t.pending_id
+),
+expected AS (
+    SELECT account_id, sum(dp) AS dp, sum(dpo) AS dpo, sum(cp) AS cp, sum(cpo) AS cpo
+    FROM effects GROUP BY account_id
+),
+stored AS (
+    SELECT account_id, sum(debits_pending) AS dp, sum(debits_posted) AS dpo,
+           sum(credits_pending) AS cp, sum(credits_posted) AS cpo
+    FROM ledger_balances GROUP BY account_id
+)
+SELECT a.id,
+       coalesce(s.dp, 0)::bigint AS s_dp, coalesce(s.dpo, 0)::bigint AS s_dpo,
+       coalesce(s.cp, 0)::bigint AS s_cp, coalesce(s.cpo, 0)::bigint AS s_cpo,
+       coalesce(e.dp, 0)::bigint AS e_dp, coalesce(e.dpo, 0)::bigint AS e_dpo,
+       coalesce(e.cp, 0)::bigint AS e_cp, coalesce(e.cpo, 0)::bigint AS e_cpo
+FROM ledger_accounts AS a
+LEFT JOIN stored AS s ON s.account_id = a.id
+LEFT JOIN expected AS e ON e.account_id = a.id
+"""
+
+
+async def recompute_balances(conn: asyncpg.Connection, *, repair: bool = False) -> RecomputeReport:
+    """Rebuild every balance from the transfers and report the accounts whose stored balance drifted.
+
+    Run it in a REPEATABLE READ transaction to compare one consistent snapshot. With ``repair``,
+    the table is locked against writers and each drifted account's slot 0 is corrected so that the
+    sum of its slots equals the recomputed balance.
+    """
+    if repair:
+        _require_transaction(conn)
+        await conn.execute("LOCK TABLE ledger_balances IN EXCLUSIVE MODE")
+    rows = await conn.fetch(_RECOMPUTE_SQL)
+    drifted = []
+    for r in rows:
+        stored = Balance(r["s_dp"], r["s_dpo"], r["s_cp"], r["s_cpo"])
+        expected = Balance(r["e_dp"], r["e_dpo"], r["e_cp"], r["e_cpo"])
+        if stored.as_tuple() != expected.as_tuple():
+            drifted.append(BalanceDrift(r["id"], stored, expected))
+    if repair and drifted:
+        await conn.executemany(
+            """
+            INSERT INTO ledger_balances AS b
+                (account_id, slot, debits_pending, debits_posted, credits_pending, credits_posted)
+            VALUES ($1, 0, $2, $3, $4, $5)
+            ON CONFLICT (account_id, slot) DO UPDATE SET
+                debits_pending = b.debits_pending + EXCLUDED.debits_pending,
+                debits_posted = b.debits_posted + EXCLUDED.debits_posted,
+                credits_pending = b.credits_pending + EXCLUDED.credits_pending,
+                credits_posted = b.credits_posted + EXCLUDED.credits_posted
+            """,
+            [
+                (d.account_id, *(e - s for e, s in zip(d.recomputed.as_tuple(), d.stored.as_tuple(), strict=True)))
+                for d in drifted
+            ],
+        )
+    return RecomputeReport(accounts_checked=len(rows), drifted=drifted, repaired=repair and bool(drifted))
+
+
+async def ledger_totals(conn: asyncpg.Connection) -> dict[str, dict[str, Any]]:
+    """Per ledger: total debits and credits (posted and pending). Double entry means they are equal."""
+    rows = await conn.fetch(
+        """
+        SELECT a.ledger, sum(b.debits_posted)::bigint AS debits_posted, sum(b.credits_posted)::bigint AS credits_posted,
+               sum(b.debits_pending)::bigint AS debits_pending, sum(b.credits_pending)::bigint AS credits_pending
+        FROM ledger_balances AS b JOIN ledger_accounts AS a ON a.id = b.account_id
+        GROUP BY a.ledger
+        """
+    )
+    return {r["ledger"]: dict(r) for r in rows}

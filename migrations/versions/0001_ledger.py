@@ -1,0 +1,166 @@
+"""Ledger core: accounts, append-only transfers, striped balances, and the service role.
+
+Revision ID: 0001_ledger
+Revises:
+Create Date: 2026-11-26
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import context, op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "0001_ledger"
+down_revision: str | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+APPEND_ONLY = ("ledger_accounts", "ledger_transfers")
+
+
+def app_role() -> str:
+    """The role the service assumes; it may read and append ledger rows but never change them."""
+    role = context.config.attributes.get("app_role") or "carbon_app"
+    if not role.replace("_", "").isalnum():
+        raise ValueError(f"unsafe role name {role!r}")
+    return role
+
+
+def upgrade() -> None:
+    op.create_table(
+        "ledger_accounts",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("ledger", sa.String(length=16), nullable=False),
+        sa.Column("code", sa.String(length=64), nullable=False),
+        sa.Column("owner_ref", sa.String(length=200), nullable=True),
+        sa.Column("debits_must_not_exceed_credits", sa.Boolean(), nullable=False),
+        sa.Column("credits_must_not_exceed_debits", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.CheckConstraint(
+            "NOT (debits_must_not_exceed_credits AND credits_must_not_exceed_debits)",
+            name="ck_ledger_accounts_one_limit",
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("id", "ledger", name="uq_ledger_accounts_id_ledger"),
+    )
+    op.create_index("ix_ledger_accounts_owner_ref", "ledger_accounts", ["owner_ref"])
+
+    op.create_table(
+        "ledger_transfers",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("debit_account_id", sa.Uuid(), nullable=False),
+        sa.Column("credit_account_id", sa.Uuid(), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("ledger", sa.String(length=16), nullable=False),
+        sa.Column("code", sa.String(length=64), nullable=False),
+        sa.Column("reference", sa.String(length=200), nullable=True),
+        sa.Column("metadata", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column("pending", sa.Boolean(), nullable=False),
+        sa.Column("post_pending", sa.Boolean(), nullable=False),
+        sa.Column("void_pending", sa.Boolean(), nullable=False),
+        sa.Column("linked", sa.Boolean(), nullable=False),
+        sa.Column("pending_id", sa.Uuid(), nullable=True),
+        sa.Column("timeout_s", sa.Integer(), nullable=False),
+        sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint("amount > 0", name="ck_ledger_transfers_amount_positive"),
+        sa.CheckConstraint("debit_account_id <> credit_account_id", name="ck_ledger_transfers_accounts_differ"),
+        sa.CheckConstraint(
+            "pending::int + post_pending::int + void_pending::int <= 1", name="ck_ledger_transfers_one_phase_flag"
+        ),
+        sa.CheckConstraint(
+            "(pending_id IS NOT NULL) = (post_pending OR void_pending)", name="ck_ledger_transfers_pending_id"
+        ),
+        sa.CheckConstraint("timeout_s >= 0 AND (timeout_s = 0 OR pending)", name="ck_ledger_transfers_timeout"),
+        sa.ForeignKeyConstraint(
+            ["debit_account_id", "ledger"],
+            ["ledger_accounts.id", "ledger_accounts.ledger"],
+            name="fk_ledger_transfers_debit_account",
+        ),
+        sa.ForeignKeyConstraint(
+            ["credit_account_id", "ledger"],
+            ["ledger_accounts.id", "ledger_accounts.ledger"],
+            name="fk_ledger_transfers_credit_account",
+        ),
+        sa.ForeignKeyConstraint(["pending_id"], ["ledger_transfers.id"], name="fk_ledger_transfers_pending"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index(
+        "uq_ledger_transfers_one_resolution",
+        "ledger_transfers",
+        ["pending_id"],
+        unique=True,
+        postgresql_where=sa.text("pending_id IS NOT NULL"),
+    )
+    op.create_index(
+        "ix_ledger_transfers_expiry",
+        "ledger_transfers",
+        ["expires_at"],
+        postgresql_where=sa.text("expires_at IS NOT NULL"),
+    )
+    op.create_index("ix_ledger_transfers_debit_account", "ledger_transfers", ["debit_account_id", "timestamp"])
+    op.create_index("ix_ledger_transfers_credit_account", "ledger_transfers", ["credit_account_id", "timestamp"])
+
+    op.create_table(
+        "ledger_balances",
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.Column("slot", sa.SmallInteger(), nullable=False),
+        sa.Column("debits_pending", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.Column("debits_posted", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.Column("credits_pending", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.Column("credits_posted", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.CheckConstraint("slot >= 0 AND slot < 16", name="ck_ledger_balances_slot"),
+        sa.ForeignKeyConstraint(["account_id"], ["ledger_accounts.id"], name="fk_ledger_balances_account"),
+        sa.PrimaryKeyConstraint("account_id", "slot"),
+    )
+
+    # Append-only, enforced by the database for every role, the owner included.
+    op.execute(
+        """
+        CREATE FUNCTION ledger_reject_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'ledger table % is append-only: % refused', TG_TABLE_NAME, TG_OP
+                USING ERRCODE = 'insufficient_privilege';
+        END
+        $$
+        """
+    )
+    for table in APPEND_ONLY:
+        op.execute(
+            f"CREATE TRIGGER {table}_no_update_delete BEFORE UPDATE OR DELETE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION ledger_reject_change()"
+        )
+        op.execute(
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION ledger_reject_change()"
+        )
+
+    # The service role: may read and append the ledger, may maintain the balance projection.
+    role = app_role()
+    op.execute(
+        f"""
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
+                CREATE ROLE {role} NOLOGIN;
+            END IF;
+            IF NOT pg_has_role(current_user, '{role}', 'MEMBER') THEN
+                EXECUTE format('GRANT {role} TO %I', current_user);
+            END IF;
+        END $$
+        """
+    )
+    op.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+    op.execute(f"GRANT SELECT ON alembic_version TO {role}")
+    op.execute(f"GRANT SELECT, INSERT ON ledger_accounts, ledger_transfers TO {role}")
+    op.execute(f"GRANT SELECT, INSERT, UPDATE ON ledger_balances TO {role}")
+
+
+def downgrade() -> None:
+    role = app_role()
+    op.execute(f"REVOKE ALL ON ledger_accounts, ledger_transfers, ledger_balances FROM {role}")
+    op.execute(f"REVOKE ALL ON alembic_version FROM {role}")
+    op.drop_table("ledger_balances")
+    op.drop_table("ledger_transfers")
+    op.drop_table("ledger_accounts")
+    op.execute("DROP FUNCTION ledger_reject_change()")
