@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 def _quiet_pgserver() -> None:
     # pgserver resolves a runtime dir at import; without XDG_RUNTIME_DIR platformdirs warns.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    # pgserver logs every pg_ctl call at INFO; only its warnings matter to us.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 class EmbeddedPostgres:

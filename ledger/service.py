@@ -86,9 +86,13 @@ class Ledger:
         **options: object,
     ) -> Ledger:
         """Connect (assuming ``role`` on every connection) and start the writers."""
-        server_settings = {"role": role} if role else {}
+        server_settings = {"jit": "off", **({"role": role} if role else {})}
+        # One connection first: on a freshly migrated database the first backend rebuilds the
+        # relation cache, which is slow when a whole pool does it at once.
+        warm = await asyncpg.connect(dsn, server_settings=server_settings)
+        await warm.close()
         pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=pool_size, server_settings=server_settings
+            dsn, min_size=pool_size, max_size=pool_size, server_settings=server_settings, init=store.prepare_connection
         )
         assert pool is not None
         ledger = cls(pool, **options)  # type: ignore[arg-type]

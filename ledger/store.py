@@ -52,6 +52,67 @@ _ACCOUNT_COLUMNS = (
 )
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 
+_SELECT_ACCOUNTS = f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE id = ANY($1::uuid[])"
+_SELECT_TRANSFERS = f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE id = ANY($1::uuid[])"
+_SELECT_RESOLUTIONS = f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE pending_id = ANY($1::uuid[])"
+_LOCK_IDS = (
+    "SELECT clock_timestamp() FROM (SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k) AS l"
+)
+_LOCK_LIMITED_BALANCES = """
+    SELECT account_id, debits_pending, debits_posted, credits_pending, credits_posted
+    FROM ledger_balances WHERE account_id = ANY($1::uuid[]) AND slot = 0
+    ORDER BY account_id FOR UPDATE
+"""
+_INSERT_TRANSFERS = """
+        INSERT INTO ledger_transfers
+            (id, debit_account_id, credit_account_id, amount, ledger, code, reference, metadata,
+             pending, post_pending, void_pending, linked, pending_id, timeout_s, timestamp, expires_at)
+        SELECT id, debit, credit, amount, ledger, code, reference, metadata::jsonb,
+               pending, post_pending, void_pending, linked, pending_id, timeout_s, ts, expires_at
+        FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], $6::text[], $7::text[],
+                    $8::text[], $9::bool[], $10::bool[], $11::bool[], $12::bool[], $13::uuid[], $14::int[],
+                    $15::timestamptz[], $16::timestamptz[])
+            AS v(id, debit, credit, amount, ledger, code, reference, metadata,
+                 pending, post_pending, void_pending, linked, pending_id, timeout_s, ts, expires_at)
+        """
+_ADD_TO_LIMITED_BALANCES = """
+            UPDATE ledger_balances AS b SET
+                debits_pending = b.debits_pending + v.dp, debits_posted = b.debits_posted + v.dpo,
+                credits_pending = b.credits_pending + v.cp, credits_posted = b.credits_posted + v.cpo
+            FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(id, dp, dpo, cp, cpo)
+            WHERE b.account_id = v.id AND b.slot = 0
+            """
+_ADD_TO_STRIPED_BALANCES = """
+            INSERT INTO ledger_balances AS b
+                (account_id, slot, debits_pending, debits_posted, credits_pending, credits_posted)
+            SELECT id, $6, dp, dpo, cp, cpo
+            FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(id, dp, dpo, cp, cpo)
+            ORDER BY id
+            ON CONFLICT (account_id, slot) DO UPDATE SET
+                debits_pending = b.debits_pending + EXCLUDED.debits_pending,
+                debits_posted = b.debits_posted + EXCLUDED.debits_posted,
+                credits_pending = b.credits_pending + EXCLUDED.credits_pending,
+                credits_posted = b.credits_posted + EXCLUDED.credits_posted
+            """
+#: Statements of the write path, prepared when a connection opens so that asyncpg's type
+#: introspection never runs while a transaction holds ledger locks.
+HOT_STATEMENTS = (
+    _SELECT_ACCOUNTS,
+    _SELECT_TRANSFERS,
+    _SELECT_RESOLUTIONS,
+    _LOCK_IDS,
+    _LOCK_LIMITED_BALANCES,
+    _INSERT_TRANSFERS,
+    _ADD_TO_LIMITED_BALANCES,
+    _ADD_TO_STRIPED_BALANCES,
+)
+
+
+async def prepare_connection(conn: asyncpg.Connection) -> None:
+    """Prepare the write path's statements on a new connection (use as an asyncpg pool ``init``)."""
+    for statement in HOT_STATEMENTS:
+        await conn.prepare(statement)
+
 
 def lock_key(value: UUID) -> int:
     """A signed 64-bit advisory-lock key for an id (collisions only cost an extra wait)."""
@@ -147,7 +208,7 @@ async def create_accounts(conn: asyncpg.Connection, accounts: Sequence[NewAccoun
                 (id, ledger, code, owner_ref, debits_must_not_exceed_credits, credits_must_not_exceed_debits)
             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::bool[])
             ORDER BY 1
-            ON CONFLICT (id) DO NOTHING
+            ON CONFLICT DO NOTHING
             RETURNING id
             """,
             list(valid),
@@ -193,7 +254,7 @@ async def lookup_accounts(conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict
     ids = list(set(ids))
     if not ids:
         return {}
-    rows = await conn.fetch(f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE id = ANY($1::uuid[])", ids)
+    rows = await conn.fetch(_SELECT_ACCOUNTS, ids)
     return {r["id"]: _account_from_row(r) for r in rows}
 
 
@@ -226,52 +287,33 @@ async def apply_segments(
 async def _apply_segments(
     conn: asyncpg.Connection, segments: Sequence[Sequence[NewTransfer]], slot: int
 ) -> list[list[TransferOutcome]]:
-    transfer_ids: set[UUID] = set()
-    pending_ids: set[UUID] = set()
-    account_ids: set[UUID] = set()
-    for segment in segments:
-        for t in segment:
-            transfer_ids.add(t.id)
-            if t.pending_id is not None:
-                pending_ids.add(t.pending_id)
-            if t.debit_account_id is not None:
-                account_ids.add(t.debit_account_id)
-            if t.credit_account_id is not None:
-                account_ids.add(t.credit_account_id)
-
-    now: datetime = await conn.fetchval(
-        "SELECT clock_timestamp() FROM (SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k) AS l",
-        sorted({lock_key(i) for i in transfer_ids | pending_ids}),
-    )
+    transfer_ids = {t.id for segment in segments for t in segment}
+    pending_ids = {t.pending_id for segment in segments for t in segment if t.pending_id is not None}
+    now: datetime = await conn.fetchval(_LOCK_IDS, sorted({lock_key(i) for i in transfer_ids | pending_ids}))
     known = {
         r["id"]: _transfer_from_row(r)
-        for r in await conn.fetch(
-            f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE id = ANY($1::uuid[])",
-            list(transfer_ids | pending_ids),
-        )
+        for r in await conn.fetch(_SELECT_TRANSFERS, list(transfer_ids | pending_ids))
     }
     resolutions: dict[UUID, Transfer] = {}
     if pending_ids:
-        for r in await conn.fetch(
-            f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE pending_id = ANY($1::uuid[])", list(pending_ids)
-        ):
+        for r in await conn.fetch(_SELECT_RESOLUTIONS, list(pending_ids)):
             resolutions[r["pending_id"]] = _transfer_from_row(r)
-    for pending_id in pending_ids:
-        if (p := known.get(pending_id)) is not None:
-            account_ids.update((p.debit_account_id, p.credit_account_id))
+
+    # Only transfers that do not exist yet can move balances: a pure retry locks and writes nothing.
+    account_ids: set[UUID] = set()
+    for segment in segments:
+        for t in segment:
+            if t.id in known:
+                continue
+            account_ids.update(i for i in (t.debit_account_id, t.credit_account_id) if i is not None)
+            if t.pending_id is not None and (p := known.get(t.pending_id)) is not None:
+                account_ids.update((p.debit_account_id, p.credit_account_id))
 
     accounts = await lookup_accounts(conn, account_ids)
     limited = sorted(a.id for a in accounts.values() if a.constrained)
     balances: dict[UUID, Balance] = {}
     if limited:
-        for r in await conn.fetch(
-            """
-            SELECT account_id, debits_pending, debits_posted, credits_pending, credits_posted
-            FROM ledger_balances WHERE account_id = ANY($1::uuid[]) AND slot = 0
-            ORDER BY account_id FOR UPDATE
-            """,
-            limited,
-        ):
+        for r in await conn.fetch(_LOCK_LIMITED_BALANCES, limited):
             balances[r["account_id"]] = Balance(
                 r["debits_pending"], r["debits_posted"], r["credits_pending"], r["credits_posted"]
             )
@@ -290,18 +332,7 @@ async def _apply_segments(
 
 async def _insert_transfers(conn: asyncpg.Connection, rows: Sequence[Transfer]) -> None:
     await conn.execute(
-        """
-        INSERT INTO ledger_transfers
-            (id, debit_account_id, credit_account_id, amount, ledger, code, reference, metadata,
-             pending, post_pending, void_pending, linked, pending_id, timeout_s, timestamp, expires_at)
-        SELECT id, debit, credit, amount, ledger, code, reference, metadata::jsonb,
-               pending, post_pending, void_pending, linked, pending_id, timeout_s, ts, expires_at
-        FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], $6::text[], $7::text[],
-                    $8::text[], $9::bool[], $10::bool[], $11::bool[], $12::bool[], $13::uuid[], $14::int[],
-                    $15::timestamptz[], $16::timestamptz[])
-            AS v(id, debit, credit, amount, ledger, code, reference, metadata,
-                 pending, post_pending, void_pending, linked, pending_id, timeout_s, ts, expires_at)
-        """,
+        _INSERT_TRANSFERS,
         [t.id for t in rows],
         [t.debit_account_id for t in rows],
         [t.credit_account_id for t in rows],
@@ -329,30 +360,13 @@ async def _write_deltas(
     columns = lambda ids: [[deltas[i][k] for i in ids] for k in range(4)]  # noqa: E731
     if limited:
         await conn.execute(
-            """
-            UPDATE ledger_balances AS b SET
-                debits_pending = b.debits_pending + v.dp, debits_posted = b.debits_posted + v.dpo,
-                credits_pending = b.credits_pending + v.cp, credits_posted = b.credits_posted + v.cpo
-            FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(id, dp, dpo, cp, cpo)
-            WHERE b.account_id = v.id AND b.slot = 0
-            """,
+            _ADD_TO_LIMITED_BALANCES,
             limited,
             *columns(limited),
         )
     if unlimited:
         await conn.execute(
-            """
-            INSERT INTO ledger_balances AS b
-                (account_id, slot, debits_pending, debits_posted, credits_pending, credits_posted)
-            SELECT id, $6, dp, dpo, cp, cpo
-            FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(id, dp, dpo, cp, cpo)
-            ORDER BY id
-            ON CONFLICT (account_id, slot) DO UPDATE SET
-                debits_pending = b.debits_pending + EXCLUDED.debits_pending,
-                debits_posted = b.debits_posted + EXCLUDED.debits_posted,
-                credits_pending = b.credits_pending + EXCLUDED.credits_pending,
-                credits_posted = b.credits_posted + EXCLUDED.credits_posted
-            """,
+            _ADD_TO_STRIPED_BALANCES,
             unlimited,
             *columns(unlimited),
             slot,

@@ -1,0 +1,78 @@
+"""Shared fixtures: one real PostgreSQL per test run, a fresh database migrated by Alembic.
+
+With ``DATABASE_URL`` set, that server is used (a new database is created on it and dropped after);
+otherwise an embedded PostgreSQL is started in a temporary directory and deleted at the end,
+whether the tests pass or fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from api.database import migrate
+from integrations.embedded_postgres import EmbeddedPostgres, drop_database, ensure_database, with_database
+from ledger.service import Ledger
+from tests.helpers import APP_ROLE
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Superuser URL of the PostgreSQL server the tests use."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield external
+        return
+    embedded = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")) / "data", ephemeral=True)
+    try:
+        yield embedded.start()
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """URL (as the migrating owner) of a database created for this run and migrated to head."""
+    name = f"carbon_test_{uuid.uuid4().hex[:12]}"
+    await ensure_database(server_url, name)
+    url = with_database(server_url, name)
+    try:
+        await migrate(url, APP_ROLE)
+        yield url
+    finally:
+        await drop_database(server_url, name)
+
+
+@pytest.fixture(scope="session")
+async def ledger(database_url: str) -> AsyncIterator[Ledger]:
+    """The ledger as the service runs it: restricted role, group commit, no background expiry."""
+    ledger = await Ledger.open(database_url, role=APP_ROLE, pool_size=20, max_batch=2000, writers=2)
+    try:
+        yield ledger
+    finally:
+        await ledger.close()
+
+
+@pytest.fixture
+async def owner_conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the database owner (superuser for the embedded server)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def app_conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the service role."""
+    conn = await asyncpg.connect(database_url, server_settings={"role": APP_ROLE})
+    try:
+        yield conn
+    finally:
+        await conn.close()
