@@ -6,6 +6,7 @@ import asyncio
 
 import asyncpg
 from litestar import Controller, get
+from litestar.di import NamedDependency
 from msgspec import Struct
 
 from api.database import current_revision, head_revision
@@ -38,7 +39,7 @@ class HealthController(Controller):
         return LiveStatus(status="ok")
 
     @get("/ready", summary="The database is reachable and migrated to the latest revision")
-    async def ready(self, ledger: Ledger) -> ReadyStatus:
+    async def ready(self, ledger: NamedDependency[Ledger]) -> ReadyStatus:
         expected = head_revision()
         try:
             async with asyncio.timeout(2):

@@ -109,9 +109,15 @@ HOT_STATEMENTS = (
 
 
 async def prepare_connection(conn: asyncpg.Connection) -> None:
-    """Prepare the write path's statements on a new connection (use as an asyncpg pool ``init``)."""
-    for statement in HOT_STATEMENTS:
-        await conn.prepare(statement)
+    """Prepare the write path's statements on a new connection (use as an asyncpg pool ``init``).
+
+    On a database not migrated yet there is nothing to prepare; statements are then prepared on first use.
+    """
+    try:
+        for statement in HOT_STATEMENTS:
+            await conn.prepare(statement)
+    except asyncpg.exceptions.UndefinedTableError:
+        return
 
 
 def lock_key(value: UUID) -> int:

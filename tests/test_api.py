@@ -1,0 +1,74 @@
+"""The HTTP surface of the foundation: health probes, OpenAPI, and problem+json errors."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from api.app import create_app
+from api.settings import Settings
+from integrations.embedded_postgres import drop_database, ensure_database, with_database
+from tests.helpers import APP_ROLE
+
+
+def settings() -> Settings:
+    return Settings(db_app_role=APP_ROLE, db_pool_size=2, pending_expiry_interval_s=60)
+
+
+@pytest.fixture
+async def client(database_url: str) -> AsyncIterator[AsyncTestClient]:
+    async with AsyncTestClient(app=create_app(settings(), database_url)) as client:
+        yield client
+
+
+async def test_live_and_ready(client: AsyncTestClient) -> None:
+    assert (await client.get("/health/live")).json() == {"status": "ok"}
+    ready = await client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["schema_revision"] == ready.json()["expected_revision"] == "0001_ledger"
+
+
+async def test_not_ready_on_an_unmigrated_database(server_url: str) -> None:
+    name = f"carbon_empty_{uuid.uuid4().hex[:10]}"
+    await ensure_database(server_url, name)
+    try:
+        async with AsyncTestClient(app=create_app(settings(), with_database(server_url, name))) as client:
+            response = await client.get("/health/ready")
+        assert response.status_code == 503
+        assert response.headers["content-type"].startswith("application/problem+json")
+        body = response.json()
+        assert body["code"] == "database_not_ready"
+        assert body["type"] == "urn:carbon-rewards:problem:database_not_ready"
+        assert body["expected_revision"] == "0001_ledger" and body["schema_revision"] is None
+    finally:
+        await drop_database(server_url, name)
+
+
+async def test_unknown_route_is_a_problem_document(client: AsyncTestClient) -> None:
+    response = await client.get("/no/such/thing")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json() == {
+        "type": "urn:carbon-rewards:problem:not_found",
+        "code": "not_found",
+        "title": "Not found",
+        "status": 404,
+        "detail": "Not Found",
+        "instance": "/no/such/thing",
+    }
+
+
+async def test_wrong_method_is_a_problem_document(client: AsyncTestClient) -> None:
+    response = await client.post("/health/live")
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+
+
+async def test_openapi_schema_is_3_1_and_lists_the_probes(client: AsyncTestClient) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    assert schema["openapi"].startswith("3.1")
+    assert {"/health/live", "/health/ready"} <= set(schema["paths"])
+    assert (await client.get("/schema")).status_code == 200

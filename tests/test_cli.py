@@ -1,0 +1,138 @@
+"""End to end: `carbon-rewards serve` on an embedded PostgreSQL, `db-url`, Ctrl-C, and a restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import psutil
+import pytest
+
+CLI = [sys.executable, "-m", "api.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def postgres_processes(data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info["name"] == "postgres" and str(data_dir) in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    """A data directory whose PostgreSQL is killed at the end, whatever happened in the test."""
+    path = tmp_path / "data"
+    try:
+        yield path
+    finally:
+        for proc in postgres_processes(path):
+            proc.kill()
+
+
+def embedded_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["CARBON_LOG_LEVEL"] = "WARNING"
+    return env
+
+
+class Service:
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [*CLI, "serve", "--port", str(self.port), "--data-dir", str(data_dir)],
+            env=embedded_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_ready(self, timeout: float = 120) -> dict:  # type: ignore[type-arg]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"service exited early:\n{self.process.stdout.read()}")  # type: ignore[union-attr]
+            try:
+                response = httpx.get(f"http://127.0.0.1:{self.port}/health/ready", timeout=2)
+                if response.status_code == 200:
+                    return response.json()  # type: ignore[no-any-return]
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError("service did not become ready")
+
+    def interrupt(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=60)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def db_url(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "db-url", "--data-dir", str(data_dir)], env=embedded_env(), capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_serve_db_url_interrupt_and_restart(data_dir: Path) -> None:
+    service = Service(data_dir)
+    marker = uuid.uuid4()
+    try:
+        assert service.wait_ready()["database"] == "reachable"
+        printed = db_url(data_dir)
+        assert printed.returncode == 0, printed.stderr
+        url = printed.stdout.strip().splitlines()[-1]
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(
+                "INSERT INTO ledger_accounts (id, ledger, code, debits_must_not_exceed_credits, "
+                "credits_must_not_exceed_debits) VALUES ($1, 'points', 'merchant', false, false)",
+                marker,
+            )
+        finally:
+            await conn.close()
+        assert service.interrupt() in (0, 130)  # 130: the conventional status after Ctrl-C
+    finally:
+        service.kill()
+    assert not postgres_processes(data_dir), "Ctrl-C must stop the embedded PostgreSQL"
+    assert db_url(data_dir).returncode == 1  # nothing running any more
+
+    restarted = Service(data_dir)
+    try:
+        restarted.wait_ready()
+        conn = await asyncpg.connect(db_url(data_dir).stdout.strip().splitlines()[-1])
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM ledger_accounts WHERE id = $1", marker) == 1
+        finally:
+            await conn.close()
+        assert restarted.interrupt() in (0, 130)
+    finally:
+        restarted.kill()
+    assert not postgres_processes(data_dir)
+
+
+def test_migrate_command_migrates_and_stops_its_server(data_dir: Path) -> None:
+    result = subprocess.run(
+        [*CLI, "migrate", "--data-dir", str(data_dir)], env=embedded_env(), capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "migrated" in result.stdout
+    assert not postgres_processes(data_dir)

@@ -1,0 +1,68 @@
+"""The database itself refuses to change or remove ledger entries."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from ledger.service import Ledger
+from tests.helpers import make_account, make_issuance, transfer
+
+
+@pytest.fixture
+async def one_transfer(ledger: Ledger):  # type: ignore[no-untyped-def]
+    issuance = await make_issuance(ledger)
+    resident = await make_account(ledger)
+    t = transfer(issuance, resident, 10)
+    await ledger.create_transfers([t])
+    return t
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE ledger_transfers SET amount = amount + 1 WHERE id = $1",
+        "DELETE FROM ledger_transfers WHERE id = $1",
+        "UPDATE ledger_accounts SET code = 'x' WHERE id = (SELECT credit_account_id FROM ledger_transfers WHERE id = $1)",
+        "DELETE FROM ledger_accounts WHERE id = (SELECT credit_account_id FROM ledger_transfers WHERE id = $1)",
+    ],
+)
+async def test_service_role_may_not_update_or_delete_ledger_rows(
+    app_conn: asyncpg.Connection, one_transfer, statement: str  # type: ignore[no-untyped-def]
+) -> None:
+    with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="permission denied"):
+        await app_conn.execute(statement, one_transfer.id)
+
+
+async def test_service_role_may_not_truncate(app_conn: asyncpg.Connection) -> None:
+    with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
+        await app_conn.execute("TRUNCATE ledger_transfers")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE ledger_transfers SET amount = amount + 1 WHERE id = $1",
+        "DELETE FROM ledger_transfers WHERE id = $1",
+    ],
+)
+async def test_even_the_owner_is_refused_by_the_trigger(
+    owner_conn: asyncpg.Connection, one_transfer, statement: str  # type: ignore[no-untyped-def]
+) -> None:
+    with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="append-only"):
+        await owner_conn.execute(statement, one_transfer.id)
+    assert await owner_conn.fetchval("SELECT amount FROM ledger_transfers WHERE id = $1", one_transfer.id) == 10
+
+
+async def test_owner_truncate_is_refused_by_the_trigger(owner_conn: asyncpg.Connection) -> None:
+    async with owner_conn.transaction():
+        with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="append-only"):
+            await owner_conn.execute("TRUNCATE ledger_transfers CASCADE")
+
+
+async def test_service_role_can_append(app_conn: asyncpg.Connection) -> None:
+    """The restriction is exactly UPDATE/DELETE: reading and appending work as the service role."""
+    assert await app_conn.fetchval("SELECT current_user") == "carbon_app"
+    assert await app_conn.fetchval("SELECT has_table_privilege('ledger_transfers', 'INSERT')")
+    assert not await app_conn.fetchval("SELECT has_table_privilege('ledger_transfers', 'UPDATE')")
+    assert not await app_conn.fetchval("SELECT has_table_privilege('ledger_transfers', 'DELETE')")
