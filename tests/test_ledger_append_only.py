@@ -1,11 +1,14 @@
-"""The database itself refuses to change or remove ledger entries."""
+"""The database itself refuses to change or remove ledger entries, or to record inconsistent ones."""
 
 from __future__ import annotations
+
+import uuid
 
 import asyncpg
 import pytest
 
 from ledger.service import Ledger
+from ledger.types import AccountCode, LedgerUnit
 from tests.helpers import make_account, make_issuance, transfer
 
 
@@ -66,3 +69,19 @@ async def test_service_role_can_append(app_conn: asyncpg.Connection) -> None:
     assert await app_conn.fetchval("SELECT has_table_privilege('ledger_transfers', 'INSERT')")
     assert not await app_conn.fetchval("SELECT has_table_privilege('ledger_transfers', 'UPDATE')")
     assert not await app_conn.fetchval("SELECT has_table_privilege('ledger_transfers', 'DELETE')")
+
+
+async def test_database_refuses_transfers_across_ledgers_or_to_missing_accounts(
+    ledger: Ledger, owner_conn: asyncpg.Connection
+) -> None:
+    """Beyond the ledger's own checks, the schema refuses a transfer whose accounts are not on its ledger."""
+    points = await make_issuance(ledger)
+    carbon = await make_account(ledger, AccountCode.RESIDENT_CARBON, unit=LedgerUnit.CO2E_G, limited=False)
+    insert = (
+        "INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount, ledger, code, pending, "
+        "post_pending, void_pending, linked, timeout_s, timestamp) "
+        "VALUES (gen_random_uuid(), $1, $2, 1, $3, 'adjustment', false, false, false, false, 0, now())"
+    )
+    for debit, credit, unit in [(points, carbon, "points"), (points, carbon, "co2e_g"), (points, uuid.uuid4(), "points")]:
+        with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError):
+            await owner_conn.execute(insert, debit, credit, unit)

@@ -42,7 +42,6 @@ def upgrade() -> None:
             name="ck_ledger_accounts_one_limit",
         ),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("id", "ledger", name="uq_ledger_accounts_id_ledger"),
     )
     op.create_index("ix_ledger_accounts_owner_ref", "ledger_accounts", ["owner_ref"])
 
@@ -73,17 +72,6 @@ def upgrade() -> None:
             "(pending_id IS NOT NULL) = (post_pending OR void_pending)", name="ck_ledger_transfers_pending_id"
         ),
         sa.CheckConstraint("timeout_s >= 0 AND (timeout_s = 0 OR pending)", name="ck_ledger_transfers_timeout"),
-        sa.ForeignKeyConstraint(
-            ["debit_account_id", "ledger"],
-            ["ledger_accounts.id", "ledger_accounts.ledger"],
-            name="fk_ledger_transfers_debit_account",
-        ),
-        sa.ForeignKeyConstraint(
-            ["credit_account_id", "ledger"],
-            ["ledger_accounts.id", "ledger_accounts.ledger"],
-            name="fk_ledger_transfers_credit_account",
-        ),
-        sa.ForeignKeyConstraint(["pending_id"], ["ledger_transfers.id"], name="fk_ledger_transfers_pending"),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index(
@@ -136,6 +124,41 @@ def upgrade() -> None:
             "FOR EACH STATEMENT EXECUTE FUNCTION ledger_reject_change()"
         )
 
+    # References of new transfers, checked once per statement (no per-row locks on the accounts,
+    # which cannot change anyway): both accounts exist on the transfer's ledger, and a post/void
+    # names a pending transfer between the same accounts.
+    op.execute(
+        """
+        CREATE FUNCTION ledger_check_new_transfers() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            bad uuid;
+        BEGIN
+            SELECT n.id INTO bad FROM new_transfers AS n
+            WHERE NOT EXISTS (SELECT FROM ledger_accounts AS a
+                              WHERE a.id = n.debit_account_id AND a.ledger = n.ledger)
+               OR NOT EXISTS (SELECT FROM ledger_accounts AS a
+                              WHERE a.id = n.credit_account_id AND a.ledger = n.ledger)
+               OR (n.pending_id IS NOT NULL AND NOT EXISTS (
+                      SELECT FROM ledger_transfers AS p
+                      WHERE p.id = n.pending_id AND p.pending AND p.ledger = n.ledger
+                        AND p.debit_account_id = n.debit_account_id
+                        AND p.credit_account_id = n.credit_account_id))
+            LIMIT 1;
+            IF bad IS NOT NULL THEN
+                RAISE EXCEPTION 'transfer % refers to a missing account, an account on another ledger, '
+                                'or a pending transfer it does not match', bad
+                    USING ERRCODE = 'foreign_key_violation';
+            END IF;
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER ledger_transfers_check_references AFTER INSERT ON ledger_transfers "
+        "REFERENCING NEW TABLE AS new_transfers FOR EACH STATEMENT EXECUTE FUNCTION ledger_check_new_transfers()"
+    )
+
     # The service role: may read and append the ledger, may maintain the balance projection.
     role = app_role()
     op.execute(
@@ -164,3 +187,4 @@ def downgrade() -> None:
     op.drop_table("ledger_transfers")
     op.drop_table("ledger_accounts")
     op.execute("DROP FUNCTION ledger_reject_change()")
+    op.execute("DROP FUNCTION ledger_check_new_transfers()")

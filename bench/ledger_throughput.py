@@ -1,0 +1,170 @@
+"""Ledger write throughput against a baseline measured on the same server in the same run.
+
+    python bench/ledger_throughput.py [--seconds 10] [--concurrency 32] [--batch 1000] [--batch-streams 2]
+
+Prints transfers per second for
+  baseline  single-row INSERT + COMMIT from --concurrency asyncpg connections (autocommit),
+  (a)       single-transfer ``Ledger.create_transfers`` calls from --concurrency tasks (group commit),
+  (b)       ``Ledger.create_transfers`` with lists of --batch transfers from --batch-streams tasks,
+and the ratios of (a) and (b) to the baseline. Every credited transfer touches the one issuance
+account (the hot account) and one of 1,000 balance-limited resident accounts.
+
+With ``DATABASE_URL`` the server there is used (a scratch database is created and dropped);
+otherwise an embedded PostgreSQL is started in a temporary directory and removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from api.database import migrate  # noqa: E402
+from integrations.embedded_postgres import EmbeddedPostgres, drop_database, ensure_database, with_database  # noqa: E402
+from ledger.ids import uuid7  # noqa: E402
+from ledger.service import Ledger  # noqa: E402
+from ledger.types import AccountCode, LedgerUnit, NewAccount, NewTransfer, TransferCode  # noqa: E402
+
+ROLE = "carbon_app"
+
+
+async def run_for(seconds: float, workers: int, work: Callable[[], Awaitable[int]]) -> float:
+    """Run ``work`` in ``workers`` loops for ``seconds``; returns completed units per second."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def loop() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            units = await work()  # not `done += await …`: that reads `done` before awaiting
+            done += units
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(workers)))
+    return done / (time.perf_counter() - start)
+
+
+async def baseline(url: str, seconds: float, concurrency: int) -> float:
+    admin = await asyncpg.connect(url)
+    await admin.execute("CREATE TABLE bench_baseline (id uuid PRIMARY KEY, amount bigint NOT NULL)")
+    await admin.close()
+    connections = [await asyncpg.connect(url, server_settings={"jit": "off"}) for _ in range(concurrency)]
+    queue = asyncio.Queue()
+    for conn in connections:
+        queue.put_nowait(conn)
+
+    async def insert() -> int:
+        conn = await queue.get()
+        try:
+            await conn.execute("INSERT INTO bench_baseline VALUES ($1, $2)", uuid.uuid4(), 1)
+        finally:
+            queue.put_nowait(conn)
+        return 1
+
+    try:
+        return await run_for(seconds, concurrency, insert)
+    finally:
+        for conn in connections:
+            await conn.close()
+
+
+def credit(issuance: uuid.UUID, residents: list[uuid.UUID]) -> NewTransfer:
+    return NewTransfer(
+        id=uuid7(),
+        debit_account_id=issuance,
+        credit_account_id=random.choice(residents),
+        amount=random.randint(1, 50),
+        ledger=LedgerUnit.POINTS,
+        code=TransferCode.ACTION_CREDIT,
+        reference=f"bench:{random.getrandbits(32)}",
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--batch-streams", type=int, default=2)
+    args = parser.parse_args()
+
+    embedded = None
+    server_url = os.environ.get("DATABASE_URL")
+    scratch = tempfile.TemporaryDirectory(prefix="carbon-bench-")
+    try:
+        if not server_url:
+            embedded = EmbeddedPostgres(Path(scratch.name) / "pg", ephemeral=True)
+            server_url = await asyncio.to_thread(embedded.start)
+        name = f"carbon_bench_{uuid.uuid4().hex[:10]}"
+        await ensure_database(server_url, name)
+        url = with_database(server_url, name)
+        try:
+            await migrate(url, ROLE)
+            await measure(url, args)
+        finally:
+            await drop_database(server_url, name)
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+        scratch.cleanup()
+
+
+async def measure(url: str, args: argparse.Namespace) -> None:
+    print(f"server: {'embedded PostgreSQL' if 'DATABASE_URL' not in os.environ else 'DATABASE_URL'}; "
+          f"{os.cpu_count()} CPUs; {args.seconds:g} s per measurement")
+    base = await baseline(url, args.seconds, args.concurrency)
+    print(f"baseline  INSERT+COMMIT, {args.concurrency} connections:        {base:10,.0f} rows/s")
+
+    ledger = await Ledger.open(url, role=ROLE, pool_size=8, max_batch=4000, writers=2)
+    try:
+        issuance = uuid.uuid4()
+        residents = [uuid.uuid4() for _ in range(1000)]
+        await ledger.create_accounts(
+            [NewAccount(issuance, LedgerUnit.POINTS, AccountCode.ISSUANCE)]
+            + [
+                NewAccount(r, LedgerUnit.POINTS, AccountCode.RESIDENT_POINTS, debits_must_not_exceed_credits=True)
+                for r in residents
+            ]
+        )
+
+        async def single() -> int:
+            [outcome] = await ledger.create_transfers([credit(issuance, residents)])
+            assert outcome.applied, outcome
+            return 1
+
+        a = await run_for(args.seconds, args.concurrency, single)
+        print(f"(a) single-transfer calls, {args.concurrency} tasks:          {a:10,.0f} transfers/s"
+              f"   = {a / base:5.2f}x baseline")
+
+        async def batch() -> int:
+            outcomes = await ledger.create_transfers([credit(issuance, residents) for _ in range(args.batch)])
+            assert all(o.applied for o in outcomes)
+            return len(outcomes)
+
+        b = await run_for(args.seconds, args.batch_streams, batch)
+        print(f"(b) batches of {args.batch}, {args.batch_streams} streams:              {b:10,.0f} transfers/s"
+              f"   = {b / base:5.2f}x baseline")
+
+        start = time.perf_counter()
+        report = await ledger.recompute_balances()
+        totals = (await ledger.ledger_totals())["points"]
+        print(f"check: recompute_balances over {report.accounts_checked} accounts in "
+              f"{time.perf_counter() - start:.2f} s: {'no drift' if report.ok else f'{len(report.drifted)} DRIFTED'}; "
+              f"points debits == credits: {totals['debits_posted'] == totals['credits_posted']}")
+    finally:
+        await ledger.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
