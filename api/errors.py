@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from litestar import MediaType, Request, Response
+from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
@@ -95,7 +95,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dic
         status=HTTP_500_INTERNAL_SERVER_ERROR,
         code="internal_error",
         title="Internal error",
-        detail="The request failed unexpectedly; nothing was committed. It is safe to retry with the same idempotency key.",
+        detail="The request failed unexpectedly and was logged; retry it with the same idempotency key.",
     )
 
 
@@ -105,4 +105,4 @@ EXCEPTION_HANDLERS = {
     Exception: _unexpected,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "MediaType", "problem", "problem_type"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "problem", "problem_type"]

@@ -23,12 +23,14 @@ from ledger.types import (
     ZERO_ID,
     Account,
     Balance,
-    CreateTransferResult as R,
     LedgerUnit,
     NewTransfer,
     Transfer,
     TransferCode,
     TransferOutcome,
+)
+from ledger.types import (
+    CreateTransferResult as R,
 )
 
 #: Index of each balance field in a delta vector.

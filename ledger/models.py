@@ -4,9 +4,9 @@
 enforce it, see the first migration). References from a transfer to its accounts (on the
 transfer's ledger) and to the pending transfer it resolves are checked once per INSERT statement by
 a trigger rather than by foreign keys: a foreign key locks the referenced row for every inserted
-transfer, and the issuance account is referenced by nearly all of them. ``ledger_balances`` is a projection written in the same
-transaction as the transfers, striped into slots so that accounts without balance limits (the
-issuance account every credit touches) never serialise concurrent writers.
+transfer, and the issuance account is referenced by nearly all of them. ``ledger_balances`` is a
+projection written in the same transaction as the transfers, striped into slots so that accounts
+without balance limits (the issuance account every credit touches) never serialise concurrent writers.
 """
 
 from __future__ import annotations

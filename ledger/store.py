@@ -64,36 +64,36 @@ _LOCK_LIMITED_BALANCES = """
     ORDER BY account_id FOR UPDATE
 """
 _INSERT_TRANSFERS = """
-        INSERT INTO ledger_transfers
-            (id, debit_account_id, credit_account_id, amount, ledger, code, reference, metadata,
-             pending, post_pending, void_pending, linked, pending_id, timeout_s, timestamp, expires_at)
-        SELECT id, debit, credit, amount, ledger, code, reference, metadata::jsonb,
-               pending, post_pending, void_pending, linked, pending_id, timeout_s, ts, expires_at
-        FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], $6::text[], $7::text[],
-                    $8::text[], $9::bool[], $10::bool[], $11::bool[], $12::bool[], $13::uuid[], $14::int[],
-                    $15::timestamptz[], $16::timestamptz[])
-            AS v(id, debit, credit, amount, ledger, code, reference, metadata,
-                 pending, post_pending, void_pending, linked, pending_id, timeout_s, ts, expires_at)
-        """
+    INSERT INTO ledger_transfers
+        (id, debit_account_id, credit_account_id, amount, ledger, code, reference, metadata,
+         pending, post_pending, void_pending, linked, pending_id, timeout_s, timestamp, expires_at)
+    SELECT id, debit, credit, amount, ledger, code, reference, metadata::jsonb,
+           pending, post_pending, void_pending, linked, pending_id, timeout_s, ts, expires_at
+    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], $6::text[], $7::text[],
+                $8::text[], $9::bool[], $10::bool[], $11::bool[], $12::bool[], $13::uuid[], $14::int[],
+                $15::timestamptz[], $16::timestamptz[])
+        AS v(id, debit, credit, amount, ledger, code, reference, metadata,
+             pending, post_pending, void_pending, linked, pending_id, timeout_s, ts, expires_at)
+"""
 _ADD_TO_LIMITED_BALANCES = """
-            UPDATE ledger_balances AS b SET
-                debits_pending = b.debits_pending + v.dp, debits_posted = b.debits_posted + v.dpo,
-                credits_pending = b.credits_pending + v.cp, credits_posted = b.credits_posted + v.cpo
-            FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(id, dp, dpo, cp, cpo)
-            WHERE b.account_id = v.id AND b.slot = 0
-            """
+    UPDATE ledger_balances AS b SET
+        debits_pending = b.debits_pending + v.dp, debits_posted = b.debits_posted + v.dpo,
+        credits_pending = b.credits_pending + v.cp, credits_posted = b.credits_posted + v.cpo
+    FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(id, dp, dpo, cp, cpo)
+    WHERE b.account_id = v.id AND b.slot = 0
+"""
 _ADD_TO_STRIPED_BALANCES = """
-            INSERT INTO ledger_balances AS b
-                (account_id, slot, debits_pending, debits_posted, credits_pending, credits_posted)
-            SELECT id, $6, dp, dpo, cp, cpo
-            FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(id, dp, dpo, cp, cpo)
-            ORDER BY id
-            ON CONFLICT (account_id, slot) DO UPDATE SET
-                debits_pending = b.debits_pending + EXCLUDED.debits_pending,
-                debits_posted = b.debits_posted + EXCLUDED.debits_posted,
-                credits_pending = b.credits_pending + EXCLUDED.credits_pending,
-                credits_posted = b.credits_posted + EXCLUDED.credits_posted
-            """
+    INSERT INTO ledger_balances AS b
+        (account_id, slot, debits_pending, debits_posted, credits_pending, credits_posted)
+    SELECT id, $6, dp, dpo, cp, cpo
+    FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(id, dp, dpo, cp, cpo)
+    ORDER BY id
+    ON CONFLICT (account_id, slot) DO UPDATE SET
+        debits_pending = b.debits_pending + EXCLUDED.debits_pending,
+        debits_posted = b.debits_posted + EXCLUDED.debits_posted,
+        credits_pending = b.credits_pending + EXCLUDED.credits_pending,
+        credits_posted = b.credits_posted + EXCLUDED.credits_posted
+"""
 #: Statements of the write path, prepared when a connection opens so that asyncpg's type
 #: introspection never runs while a transaction holds ledger locks.
 HOT_STATEMENTS = (

@@ -26,7 +26,8 @@ async def one_transfer(ledger: Ledger):  # type: ignore[no-untyped-def]
     [
         "UPDATE ledger_transfers SET amount = amount + 1 WHERE id = $1",
         "DELETE FROM ledger_transfers WHERE id = $1",
-        "UPDATE ledger_accounts SET code = 'x' WHERE id = (SELECT credit_account_id FROM ledger_transfers WHERE id = $1)",
+        "UPDATE ledger_accounts SET code = 'x' "
+        "WHERE id = (SELECT credit_account_id FROM ledger_transfers WHERE id = $1)",
         "DELETE FROM ledger_accounts WHERE id = (SELECT credit_account_id FROM ledger_transfers WHERE id = $1)",
     ],
 )
@@ -82,6 +83,7 @@ async def test_database_refuses_transfers_across_ledgers_or_to_missing_accounts(
         "post_pending, void_pending, linked, timeout_s, timestamp) "
         "VALUES (gen_random_uuid(), $1, $2, 1, $3, 'adjustment', false, false, false, false, 0, now())"
     )
-    for debit, credit, unit in [(points, carbon, "points"), (points, carbon, "co2e_g"), (points, uuid.uuid4(), "points")]:
+    cases = [(points, carbon, "points"), (points, carbon, "co2e_g"), (points, uuid.uuid4(), "points")]
+    for debit, credit, unit in cases:
         with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError):
             await owner_conn.execute(insert, debit, credit, unit)

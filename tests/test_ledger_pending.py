@@ -7,7 +7,8 @@ import uuid
 
 from ledger import store
 from ledger.service import Ledger, expiry_void_id
-from ledger.types import AccountCode, Balance, CreateTransferResult as R, LedgerUnit, TransferCode
+from ledger.types import AccountCode, Balance, LedgerUnit, TransferCode
+from ledger.types import CreateTransferResult as R
 from tests.helpers import make_account, make_issuance, post, transfer, void
 
 

@@ -14,12 +14,14 @@ from ledger.types import (
     AccountCode,
     Balance,
     CreateAccountResult,
-    CreateTransferResult as R,
     LedgerUnit,
     NewAccount,
     TransferCode,
 )
-from tests.helpers import make_account, make_issuance, post, transfer, void
+from ledger.types import (
+    CreateTransferResult as R,
+)
+from tests.helpers import make_account, make_issuance, transfer
 
 
 async def funded(ledger: Ledger, amount: int) -> tuple[uuid.UUID, uuid.UUID]:
