@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from api.database import EMBEDDED_DATABASE, migrate, resolve_database
 from api.settings import Settings
-from integrations.embedded_postgres import EmbeddedPostgres, with_database
+from integrations.embedded_postgres import EMBEDDED_DATABASE, EmbeddedPostgres, with_database
 
 log = logging.getLogger("carbon_rewards")
 
@@ -30,10 +29,15 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+# The web stack and Alembic are imported inside the commands that need them, so that `db-url`
+# (used in shell substitutions) starts quickly.
+
+
 async def _serve(settings: Settings) -> None:
     import uvicorn
 
     from api.app import create_app
+    from api.database import migrate, resolve_database
 
     async with resolve_database(settings) as url:
         await migrate(url, settings.db_app_role)
@@ -45,6 +49,8 @@ async def _serve(settings: Settings) -> None:
 
 
 async def _migrate(settings: Settings) -> None:
+    from api.database import migrate, resolve_database
+
     async with resolve_database(settings) as url:
         await migrate(url, settings.db_app_role)
         print("database migrated to head")

@@ -15,6 +15,9 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 
+#: The database the service uses inside the embedded server.
+EMBEDDED_DATABASE = "carbon_rewards"
+
 
 def _quiet_pgserver() -> None:
     # pgserver resolves a runtime dir at import; without XDG_RUNTIME_DIR platformdirs warns.

@@ -92,7 +92,11 @@ class Ledger:
         warm = await asyncpg.connect(dsn, server_settings=server_settings)
         await warm.close()
         pool = await asyncpg.create_pool(
-            dsn, min_size=pool_size, max_size=pool_size, server_settings=server_settings, init=store.prepare_connection
+            dsn,
+            min_size=min(2, pool_size),
+            max_size=pool_size,
+            server_settings=server_settings,
+            init=store.prepare_connection,
         )
         assert pool is not None
         ledger = cls(pool, **options)  # type: ignore[arg-type]

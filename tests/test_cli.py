@@ -92,7 +92,15 @@ def db_url(data_dir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_serve_db_url_interrupt_and_restart(data_dir: Path) -> None:
+async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path) -> None:
+    """One data directory through its life: migrate, serve, Ctrl-C, serve again with the data kept."""
+    migrated = subprocess.run(
+        [*CLI, "migrate", "--data-dir", str(data_dir)], env=embedded_env(), capture_output=True, text=True, timeout=180
+    )
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert "migrated" in migrated.stdout
+    assert not postgres_processes(data_dir), "migrate must stop the server it started"
+
     service = Service(data_dir)
     marker = uuid.uuid4()
     try:
@@ -126,13 +134,4 @@ async def test_serve_db_url_interrupt_and_restart(data_dir: Path) -> None:
         assert restarted.interrupt() in (0, 130)
     finally:
         restarted.kill()
-    assert not postgres_processes(data_dir)
-
-
-def test_migrate_command_migrates_and_stops_its_server(data_dir: Path) -> None:
-    result = subprocess.run(
-        [*CLI, "migrate", "--data-dir", str(data_dir)], env=embedded_env(), capture_output=True, text=True, timeout=180
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "migrated" in result.stdout
     assert not postgres_processes(data_dir)

@@ -153,7 +153,7 @@ async def test_background_expiry_task_voids_expired_holds(database_url: str) -> 
 
 
 async def test_post_void_and_expiry_racing_on_one_hold_have_exactly_one_winner(ledger: Ledger) -> None:
-    for _ in range(5):
+    for _ in range(3):
         resident, redemption, pending = await setup_hold(ledger, timeout_s=1)
         await asyncio.sleep(0.99)
 
