@@ -29,6 +29,7 @@ from ledger.errors import LedgerConflict, LedgerUsageError
 from ledger.models import BALANCE_SLOTS
 from ledger.types import (
     MAX_CODE_LENGTH,
+    MAX_OWNER_REF_LENGTH,
     ZERO_ID,
     Account,
     AccountOutcome,
@@ -178,7 +179,7 @@ def _account_static_check(a: NewAccount) -> CreateAccountResult | None:
         return CreateAccountResult.CODE_MUST_NOT_BE_EMPTY
     if len(a.code) > MAX_CODE_LENGTH:
         return CreateAccountResult.CODE_TOO_LONG
-    if a.owner_ref is not None and len(a.owner_ref) > 200:
+    if a.owner_ref is not None and len(a.owner_ref) > MAX_OWNER_REF_LENGTH:
         return CreateAccountResult.OWNER_REF_TOO_LONG
     return None
 
