@@ -30,7 +30,7 @@ step = st.tuples(
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches=st.lists(st.lists(step, min_size=1, max_size=12), min_size=1, max_size=4))
 async def test_random_transfer_sequences_keep_the_ledger_consistent(ledger: Ledger, batches) -> None:  # type: ignore[no-untyped-def]
     accounts = [await make_issuance(ledger)] + [await make_account(ledger) for _ in range(3)]
