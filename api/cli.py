@@ -1,4 +1,4 @@
-"""The ``carbon-rewards`` command: serve the API, migrate the database, print the database URL.
+"""The ``carbon-rewards`` command: serve the API, migrate, print the database URL, verify the ledger.
 
 With no ``DATABASE_URL`` every command runs on the embedded PostgreSQL in ``--data-dir``; ``serve``
 keeps it running while it serves and stops it on Ctrl-C.
@@ -12,10 +12,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from api.settings import Settings
 from integrations.embedded_postgres import EMBEDDED_DATABASE, EmbeddedPostgres, with_database
+
+if TYPE_CHECKING:
+    from ledger.verify import VerifyReport
 
 log = logging.getLogger("carbon_rewards")
 
@@ -72,6 +75,66 @@ def _db_url(settings: Settings) -> int:
     return 0
 
 
+def _print_report(report: VerifyReport) -> int:
+    print(f"log: {report.tree_size} leaves, {report.checkpoints_checked} checkpoints checked")
+    if report.ok:
+        print("OK: every leaf, checkpoint root, signature and balance verifies")
+        return 0
+    if report.first_bad_position is not None:
+        print(f"FAILED: first bad position {report.first_bad_position}")
+    else:
+        print("FAILED")
+    for problem in report.problems:
+        where = f"[position {problem.position}] " if problem.position is not None else ""
+        print(f"  {problem.kind}: {where}{problem.detail}")
+    return 1
+
+
+async def _verify_database(settings: Settings) -> int:
+    import asyncpg
+
+    from api.database import resolve_database
+    from ledger.audit import verify_database
+
+    async with resolve_database(settings) as url:
+        conn = await asyncpg.connect(url)
+        try:
+            report = await verify_database(conn, settings.ledger_log_origin)
+        finally:
+            await conn.close()
+    return _print_report(report)
+
+
+def _verify_export(path: Path) -> int:
+    from ledger.verify import ExportFormatError, read_export, verify_log
+
+    try:
+        export = read_export(path)
+        report = verify_log(export.records(), export.checkpoints, export.keys, export.origin)
+    except (OSError, ExportFormatError, KeyError, ValueError) as exc:
+        print(f"cannot read {path}: {exc}", file=sys.stderr)
+        return 2
+    print(f"export of log {export.origin!r}")
+    return _print_report(report)
+
+
+async def _export(settings: Settings, output: Path) -> int:
+    import asyncpg
+
+    from api.database import resolve_database
+    from ledger.audit import export_database
+
+    async with resolve_database(settings) as url:
+        conn = await asyncpg.connect(url)
+        try:
+            with output.open("w", encoding="utf-8") as out:
+                count = await export_database(conn, out, settings.ledger_log_origin)
+        finally:
+            await conn.close()
+    print(f"exported {count} sealed transfers to {output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carbon-rewards", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(serve)
     data_dir(commands.add_parser("migrate", help="upgrade the database schema to the latest revision"))
     data_dir(commands.add_parser("db-url", help="print the database URL in use (last line)"))
+    ledger = commands.add_parser("ledger", help="audit the ledger's tamper-evident log")
+    ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
+    verify = ledger_commands.add_parser(
+        "verify", help="recompute every leaf, root, signature and balance; exit 1 naming the first bad position"
+    )
+    verify.add_argument("--export", type=Path, help="verify this export file offline instead of the database")
+    data_dir(verify)
+    export = ledger_commands.add_parser("export", help="write keys, checkpoints and sealed transfers (JSON Lines)")
+    export.add_argument("--output", type=Path, required=True)
+    data_dir(export)
     return parser
 
 
@@ -99,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_migrate(settings))
         elif args.command == "db-url":
             return _db_url(settings)
+        elif args.command == "ledger" and args.ledger_command == "verify":
+            return _verify_export(args.export) if args.export else asyncio.run(_verify_database(settings))
+        elif args.command == "ledger" and args.ledger_command == "export":
+            return asyncio.run(_export(settings, args.output))
     except KeyboardInterrupt:
         return 130
     return 0

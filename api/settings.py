@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,4 +38,26 @@ class Settings(BaseSettings):
     )
     pending_expiry_interval_s: float = Field(
         default=1.0, gt=0, description="How often expired pending transfers are voided."
+    )
+    ledger_log_origin: str = Field(
+        default="carbon-rewards", min_length=1, max_length=200,
+        description="Name of the Merkle log, signed into every checkpoint (one name per deployment).",
+    )
+    ledger_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Base64 of the 32-byte Ed25519 seed that signs checkpoints; unset = a key generated once "
+        "into <data_dir>/ledger-signing-key.",
+    )
+    checkpoint_every: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Sign a checkpoint every N transfers."
+    )
+    checkpoint_interval_s: float = Field(
+        default=5.0, gt=0, description="…or every T seconds, whichever comes first (when the log grew)."
+    )
+    seal_poll_interval_s: float = Field(
+        default=0.2, gt=0, description="How often the sealer looks for new transfers."
+    )
+    public_inclusion_proofs: bool = Field(
+        default=False,
+        description="Serve inclusion proofs (which reveal a transfer's fields) to anyone who knows a transfer id.",
     )

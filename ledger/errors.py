@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from domain.errors import CarbonRewardsError, Conflict, ErrorKind
+from domain.errors import CarbonRewardsError, Conflict, ErrorKind, InvalidInput, NotFound
 
 
 class LedgerConflict(Conflict):
@@ -24,3 +24,24 @@ class LedgerClosed(CarbonRewardsError):
     code = "ledger_closed"
     kind = ErrorKind.UNAVAILABLE
     title = "The ledger is shutting down"
+
+
+class CheckpointRejected(InvalidInput):
+    """A checkpoint or proof failed verification; ``reason`` says which check (stable, machine-readable)."""
+
+    code = "checkpoint_rejected"
+    title = "The checkpoint does not verify"
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail, reason=reason)
+        self.reason = reason
+
+
+class TreeSizeNotFound(NotFound):
+    code = "tree_size_not_found"
+    title = "No checkpoint of that tree size exists"
+
+
+class TransferNotSealed(NotFound):
+    code = "transfer_not_sealed"
+    title = "The transfer is not in the log at that tree size"

@@ -22,8 +22,10 @@ from sqlalchemy import (
     DateTime,
     ForeignKeyConstraint,
     Index,
+    LargeBinary,
     SmallInteger,
     String,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -31,6 +33,8 @@ from sqlmodel import Field, SQLModel
 
 #: Balance slots of an account without balance limits; writers pick one at random.
 BALANCE_SLOTS = 16
+#: Lowest level of Merkle subtree whose hash is stored (2**4 = 16 leaves).
+STORED_NODE_MIN_LEVEL = 4
 
 
 class LedgerAccount(SQLModel, table=True):
@@ -75,6 +79,7 @@ class LedgerTransfer(SQLModel, table=True):
         Index("ix_ledger_transfers_expiry", "expires_at", postgresql_where=text("expires_at IS NOT NULL")),
         Index("ix_ledger_transfers_debit_account", "debit_account_id", "timestamp"),
         Index("ix_ledger_transfers_credit_account", "credit_account_id", "timestamp"),
+        Index("ix_ledger_transfers_seal_order", "xact_id", "id"),
     )
 
     id: UUID = Field(primary_key=True)
@@ -93,6 +98,11 @@ class LedgerTransfer(SQLModel, table=True):
     timeout_s: int = Field(default=0)
     timestamp: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     expires_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    #: The id of the transaction that wrote the row, set by the database (the service role may not).
+    #: The sealer takes rows in (xact_id, id) order, only from transactions older than every running one.
+    xact_id: int = Field(
+        sa_column=Column(BigInteger, nullable=False, server_default=text("(pg_current_xact_id()::text)::bigint"))
+    )
 
 
 class LedgerBalance(SQLModel, table=True):
@@ -113,3 +123,54 @@ class LedgerBalance(SQLModel, table=True):
     debits_posted: int = Field(sa_column=Column(BigInteger, nullable=False, server_default=text("0")))
     credits_pending: int = Field(sa_column=Column(BigInteger, nullable=False, server_default=text("0")))
     credits_posted: int = Field(sa_column=Column(BigInteger, nullable=False, server_default=text("0")))
+
+
+class LedgerLogEntry(SQLModel, table=True):
+    """Position ``position`` of the Merkle log: which transfer, and its leaf hash (append-only)."""
+
+    __tablename__ = "ledger_log"
+    __table_args__ = (UniqueConstraint("transfer_id", name="uq_ledger_log_transfer"),)
+
+    position: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    transfer_id: UUID = Field(nullable=False)
+    xact_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    leaf_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class LedgerTreeNode(SQLModel, table=True):
+    """Hash of the complete subtree of ``2**level`` leaves starting at leaf ``index * 2**level``.
+
+    Only levels from ``STORED_NODE_MIN_LEVEL`` up are kept (one row per 16 leaves at most); smaller
+    subtrees are hashed from their leaves when a proof needs them.
+    """
+
+    __tablename__ = "ledger_tree_nodes"
+
+    level: int = Field(sa_column=Column(SmallInteger, primary_key=True, autoincrement=False))
+    index: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class LedgerCheckpoint(SQLModel, table=True):
+    """A signed tree head (append-only)."""
+
+    __tablename__ = "ledger_checkpoints"
+
+    tree_size: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    root_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    timestamp: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    key_id: str = Field(sa_column=Column(String(16), nullable=False))
+    signature: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class LedgerSigningKey(SQLModel, table=True):
+    """Every public key that has signed checkpoints; rotation adds rows, never removes them."""
+
+    __tablename__ = "ledger_signing_keys"
+
+    key_id: str = Field(sa_column=Column(String(16), primary_key=True))
+    algorithm: str = Field(sa_column=Column(String(16), nullable=False))
+    public_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()"))
+    )

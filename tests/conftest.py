@@ -8,6 +8,7 @@ whether the tests pass or fail.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -34,16 +35,32 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield external
         return
     embedded = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")) / "data", ephemeral=True)
+    # A run stopped by SIGTERM (a CI timeout, `timeout`) unwinds like Ctrl-C, so the server still stops.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         yield embedded.start()
     finally:
         embedded.stop()
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture(scope="session")
 async def database_url(server_url: str) -> AsyncIterator[str]:
     """URL (as the migrating owner) of a database created for this run and migrated to head."""
     name = f"carbon_test_{uuid.uuid4().hex[:12]}"
+    await ensure_database(server_url, name)
+    url = with_database(server_url, name)
+    try:
+        await migrate(url, APP_ROLE)
+        yield url
+    finally:
+        await drop_database(server_url, name)
+
+
+@pytest.fixture
+async def fresh_database_url(server_url: str) -> AsyncIterator[str]:
+    """A database of its own, migrated to head and dropped after the test (for tests that damage it)."""
+    name = f"carbon_scratch_{uuid.uuid4().hex[:12]}"
     await ensure_database(server_url, name)
     url = with_database(server_url, name)
     try:

@@ -10,6 +10,8 @@ from ledger.service import Ledger
 from ledger.types import AccountCode, CreateAccountResult, LedgerUnit, NewAccount, NewTransfer, TransferCode
 
 APP_ROLE = "carbon_app"
+#: Every sealer on the shared test database signs as this log, so all its checkpoints verify together.
+LOG_ORIGIN = "carbon-rewards-test"
 
 
 async def make_account(

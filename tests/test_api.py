@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import AsyncIterator
 
@@ -9,13 +10,24 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
+from api.database import head_revision
 from api.settings import Settings
 from integrations.embedded_postgres import drop_database, ensure_database, with_database
-from tests.helpers import APP_ROLE
+from tests.helpers import APP_ROLE, LOG_ORIGIN
+
+#: A fixed test key, so that the app never writes a generated key into the working directory.
+TEST_SIGNING_KEY = base64.b64encode(bytes(range(32))).decode()
 
 
-def settings() -> Settings:
-    return Settings(db_app_role=APP_ROLE, db_pool_size=2, pending_expiry_interval_s=60)
+def settings(**overrides: object) -> Settings:
+    return Settings(
+        db_app_role=APP_ROLE,
+        db_pool_size=2,
+        pending_expiry_interval_s=60,
+        ledger_log_origin=LOG_ORIGIN,
+        ledger_signing_key=TEST_SIGNING_KEY,
+        **overrides,  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture
@@ -28,7 +40,7 @@ async def test_live_and_ready(client: AsyncTestClient) -> None:
     assert (await client.get("/health/live")).json() == {"status": "ok"}
     ready = await client.get("/health/ready")
     assert ready.status_code == 200
-    assert ready.json()["schema_revision"] == ready.json()["expected_revision"] == "0001_ledger"
+    assert ready.json()["schema_revision"] == ready.json()["expected_revision"] == head_revision()
 
 
 async def test_not_ready_on_an_unmigrated_database(server_url: str) -> None:
@@ -42,7 +54,7 @@ async def test_not_ready_on_an_unmigrated_database(server_url: str) -> None:
         body = response.json()
         assert body["code"] == "database_not_ready"
         assert body["type"] == "urn:carbon-rewards:problem:database_not_ready"
-        assert body["expected_revision"] == "0001_ledger" and body["schema_revision"] is None
+        assert body["expected_revision"] == head_revision() and body["schema_revision"] is None
     finally:
         await drop_database(server_url, name)
 
@@ -70,5 +82,7 @@ async def test_wrong_method_is_a_problem_document(client: AsyncTestClient) -> No
 async def test_openapi_schema_is_3_1_and_lists_the_probes(client: AsyncTestClient) -> None:
     schema = (await client.get("/schema/openapi.json")).json()
     assert schema["openapi"].startswith("3.1")
-    assert {"/health/live", "/health/ready"} <= set(schema["paths"])
+    assert {"/health/live", "/health/ready", "/v1/ledger/checkpoints/latest", "/v1/ledger/proofs/inclusion"} <= set(
+        schema["paths"]
+    )
     assert (await client.get("/schema")).status_code == 200

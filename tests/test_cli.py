@@ -131,6 +131,19 @@ async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path) -> Non
             assert await conn.fetchval("SELECT count(*) FROM ledger_accounts WHERE id = $1", marker) == 1
         finally:
             await conn.close()
+        # The checkpoint key was generated once into the data directory and survived the restart.
+        key_file = data_dir / "ledger-signing-key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        keys = httpx.get(f"http://127.0.0.1:{restarted.port}/v1/ledger/public-keys", timeout=10).json()["keys"]
+        assert len(keys) == 1
+        assert httpx.get(f"http://127.0.0.1:{restarted.port}/v1/ledger/checkpoints/latest", timeout=10).is_success
+        verified = subprocess.run(
+            [*CLI, "ledger", "verify", "--data-dir", str(data_dir)],
+            env=embedded_env(), capture_output=True, text=True, timeout=180,
+        )
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "OK" in verified.stdout
+        assert restarted.wait_ready(timeout=10), "verifying must leave the service's database running"
         assert restarted.interrupt() in (0, 130)
     finally:
         restarted.kill()

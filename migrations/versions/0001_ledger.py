@@ -8,8 +8,10 @@ Create Date: 2026-11-26
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import context, op
+from alembic import op
 from sqlalchemy.dialects import postgresql
+
+from migrations.roles import app_role
 
 revision: str = "0001_ledger"
 down_revision: str | None = None
@@ -17,14 +19,6 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 APPEND_ONLY = ("ledger_accounts", "ledger_transfers")
-
-
-def app_role() -> str:
-    """The role the service assumes; it may read and append ledger rows but never change them."""
-    role = context.config.attributes.get("app_role") or "carbon_app"
-    if not role.replace("_", "").isalnum():
-        raise ValueError(f"unsafe role name {role!r}")
-    return role
 
 
 def upgrade() -> None:

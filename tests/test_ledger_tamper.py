@@ -1,0 +1,159 @@
+"""Tamper drill: rewrite history as the database superuser and make `carbon-rewards ledger verify` catch it.
+
+Each case damages a database of its own, runs the real CLI entry point (in a thread, on this
+server through ``DATABASE_URL``), checks the exit status and the first bad position it names, then
+undoes the damage and checks that the verifier is satisfied again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from api import cli
+from ledger.checkpoint import Signer
+from ledger.sealer import Sealer
+from ledger.service import Ledger
+from tests.helpers import APP_ROLE, LOG_ORIGIN, make_account, make_issuance, transfer
+
+UNLOCK = "ALTER TABLE ledger_transfers DISABLE TRIGGER ledger_transfers_no_update_delete"
+RELOCK = "ALTER TABLE ledger_transfers ENABLE TRIGGER ledger_transfers_no_update_delete"
+
+
+@pytest.fixture
+async def sealed_database(
+    fresh_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[asyncpg.Connection]:
+    """A database with 40 transfers in 8 transactions, all sealed; yields a superuser connection to it."""
+    ledger = await Ledger.open(fresh_database_url, role=APP_ROLE, pool_size=4)
+    try:
+        issuance, resident = await make_issuance(ledger), await make_account(ledger)
+        for batch in range(8):
+            await ledger.create_transfers(
+                [transfer(issuance, resident, 10 * batch + i + 1, metadata={"i": i}) for i in range(5)]
+            )
+        await Sealer(ledger.pool, Signer.generate(), LOG_ORIGIN, checkpoint_every=16).catch_up()
+    finally:
+        await ledger.close()
+    monkeypatch.setenv("DATABASE_URL", fresh_database_url)
+    monkeypatch.setenv("CARBON_LEDGER_LOG_ORIGIN", LOG_ORIGIN)
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    capsys.readouterr()
+    status = await asyncio.to_thread(cli.main, list(args))
+    return status, capsys.readouterr().out
+
+
+async def transfer_at(conn: asyncpg.Connection, position: int) -> asyncpg.Record:
+    return await conn.fetchrow(
+        "SELECT t.* FROM ledger_log AS l JOIN ledger_transfers AS t ON t.id = l.transfer_id WHERE l.position = $1",
+        position,
+    )
+
+
+async def test_untouched_ledger_verifies(sealed_database: asyncpg.Connection, capsys: pytest.CaptureFixture[str]):
+    status, out = await run_cli(capsys, "ledger", "verify")
+    assert status == 0, out
+    assert "40 leaves" in out and "OK" in out
+
+
+async def test_changed_amount_is_found_at_its_position(
+    sealed_database: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conn = sealed_database
+    victim = await transfer_at(conn, 13)
+    await conn.execute(UNLOCK)
+    await conn.execute("UPDATE ledger_transfers SET amount = amount + 100 WHERE id = $1", victim["id"])
+    status, out = await run_cli(capsys, "ledger", "verify")
+    assert status == 1
+    assert "first bad position 13" in out and "leaf_mismatch" in out and "balance_drift" in out
+
+    await conn.execute("UPDATE ledger_transfers SET amount = $2 WHERE id = $1", victim["id"], victim["amount"])
+    await conn.execute(RELOCK)
+    assert (await run_cli(capsys, "ledger", "verify"))[0] == 0
+
+
+async def test_deleted_transfer_is_found_at_its_position(
+    sealed_database: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conn = sealed_database
+    victim = await transfer_at(conn, 27)
+    await conn.execute(UNLOCK)
+    await conn.execute("DELETE FROM ledger_transfers WHERE id = $1", victim["id"])
+    status, out = await run_cli(capsys, "ledger", "verify")
+    assert status == 1
+    assert "first bad position 27" in out and "transfer_missing" in out
+
+    columns = list(victim.keys())
+    await conn.execute(
+        f"INSERT INTO ledger_transfers ({', '.join(columns)}) "
+        f"VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))})",
+        *victim.values(),
+    )
+    await conn.execute(RELOCK)
+    assert (await run_cli(capsys, "ledger", "verify"))[0] == 0
+
+
+async def test_transfer_slipped_into_history_is_found_where_it_would_sit(
+    sealed_database: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conn = sealed_database
+    neighbour = await transfer_at(conn, 22)
+    expected = await conn.fetchval("SELECT min(position) FROM ledger_log WHERE xact_id = $1", neighbour["xact_id"])
+    forged_id = uuid.UUID(int=1)  # sorts before every real id written by the same transaction
+    await conn.execute(
+        """
+        INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount, ledger, code, pending,
+            post_pending, void_pending, linked, timeout_s, timestamp, xact_id)
+        VALUES ($1, $2, $3, 1000, 'points', 'action_credit', false, false, false, false, 0, $4, $5)
+        """,
+        forged_id,
+        neighbour["debit_account_id"],
+        neighbour["credit_account_id"],
+        neighbour["timestamp"],
+        neighbour["xact_id"],
+    )
+    status, out = await run_cli(capsys, "ledger", "verify")
+    assert status == 1
+    assert f"first bad position {expected}" in out and "unsealed_in_sealed_history" in out
+
+    await conn.execute(UNLOCK)
+    await conn.execute("DELETE FROM ledger_transfers WHERE id = $1", forged_id)
+    await conn.execute(RELOCK)
+    assert (await run_cli(capsys, "ledger", "verify"))[0] == 0
+
+
+async def test_export_verifies_offline_and_a_doctored_export_does_not(
+    sealed_database: asyncpg.Connection, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    export = tmp_path / "ledger.jsonl"
+    status, out = await run_cli(capsys, "ledger", "export", "--output", str(export))
+    assert status == 0 and "exported 40" in out
+    status, out = await run_cli(capsys, "ledger", "verify", "--export", str(export))
+    assert status == 0, out
+
+    lines = export.read_text().splitlines()
+    doctored = []
+    for line in lines:
+        record = json.loads(line)
+        if record["type"] == "leaf" and record["position"] == 8:
+            record["transfer"]["amount"] += 1
+        doctored.append(json.dumps(record))
+    export.write_text("\n".join(doctored) + "\n")
+    status, out = await run_cli(capsys, "ledger", "verify", "--export", str(export))
+    assert status == 1 and "first bad position 8" in out
+
+    export.write_text("not json\n")
+    assert (await run_cli(capsys, "ledger", "verify", "--export", str(export)))[0] == 2
