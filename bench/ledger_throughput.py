@@ -1,6 +1,6 @@
 """Ledger write throughput against a baseline measured on the same server in the same run.
 
-    python bench/ledger_throughput.py [--seconds 10] [--concurrency 32] [--batch 1000] [--batch-streams 2]
+    python bench/ledger_throughput.py [--seconds 10] [--concurrency 32] [--batch 1000] [--batch-streams 2] [--writers 2]
 
 Prints transfers per second for
   baseline  single-row INSERT + COMMIT from --concurrency asyncpg connections (autocommit),
@@ -8,6 +8,10 @@ Prints transfers per second for
   (b)       ``Ledger.create_transfers`` with lists of --batch transfers from --batch-streams tasks,
 and the ratios of (a) and (b) to the baseline. Every credited transfer touches the one issuance
 account (the hot account) and one of 1,000 balance-limited resident accounts.
+
+Then the Merkle log: the sealing rate over the backlog that (a) and (b) left (transfers sealed per
+second, with its ratio to (b)), and the lag from a transfer's timestamp to the first signed
+checkpoint that covers it while (b) runs again with the sealer working alongside (p50, p99, max).
 
 With ``DATABASE_URL`` the server there is used (a scratch database is created and dropped);
 otherwise an embedded PostgreSQL is started in a temporary directory and removed at the end.
@@ -32,7 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.database import migrate  # noqa: E402
 from integrations.embedded_postgres import EmbeddedPostgres, drop_database, ensure_database, with_database  # noqa: E402
+from ledger.checkpoint import Signer  # noqa: E402
 from ledger.ids import uuid7  # noqa: E402
+from ledger.sealer import Sealer  # noqa: E402
 from ledger.service import Ledger  # noqa: E402
 from ledger.types import AccountCode, LedgerUnit, NewAccount, NewTransfer, TransferCode  # noqa: E402
 
@@ -97,6 +103,7 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--batch-streams", type=int, default=2)
+    parser.add_argument("--writers", type=int, default=2, help="group-commit writer tasks of the ledger")
     args = parser.parse_args()
 
     embedded = None
@@ -126,7 +133,7 @@ async def measure(url: str, args: argparse.Namespace) -> None:
     base = await baseline(url, args.seconds, args.concurrency)
     print(f"baseline  INSERT+COMMIT, {args.concurrency} connections:        {base:10,.0f} rows/s")
 
-    ledger = await Ledger.open(url, role=ROLE, pool_size=8, max_batch=4000, writers=2)
+    ledger = await Ledger.open(url, role=ROLE, pool_size=args.writers + 6, max_batch=4000, writers=args.writers)
     try:
         issuance = uuid.uuid4()
         residents = [uuid.uuid4() for _ in range(1000)]
@@ -156,6 +163,8 @@ async def measure(url: str, args: argparse.Namespace) -> None:
         print(f"(b) batches of {args.batch}, {args.batch_streams} streams:              {b:10,.0f} transfers/s"
               f"   = {b / base:5.2f}x baseline")
 
+        await measure_sealing(ledger, args, b, batch)
+
         start = time.perf_counter()
         report = await ledger.recompute_balances()
         totals = (await ledger.ledger_totals())["points"]
@@ -164,6 +173,43 @@ async def measure(url: str, args: argparse.Namespace) -> None:
               f"points debits == credits: {totals['debits_posted'] == totals['credits_posted']}")
     finally:
         await ledger.close()
+
+
+async def measure_sealing(
+    ledger: Ledger, args: argparse.Namespace, batched_rate: float, batch: Callable[[], Awaitable[int]]
+) -> None:
+    sealer = Sealer(ledger.pool, Signer.generate(), "bench", checkpoint_every=10_000, checkpoint_interval_s=1.0)
+    async with ledger.pool.acquire() as conn:
+        backlog = await conn.fetchval("SELECT count(*) FROM ledger_transfers")
+    start = time.perf_counter()
+    checkpoint = await sealer.catch_up()
+    elapsed = time.perf_counter() - start
+    assert checkpoint is not None and checkpoint.tree_size == backlog
+    rate = backlog / elapsed
+    print(f"sealing   backlog of {backlog:,} transfers in {elapsed:.2f} s:   {rate:10,.0f} transfers/s"
+          f"   = {rate / batched_rate:5.2f}x (b)")
+
+    sealer.start()
+    try:
+        written = await run_for(args.seconds, args.batch_streams, batch)
+        await sealer.catch_up()
+    finally:
+        await sealer.stop()
+    async with ledger.pool.acquire() as conn:
+        lags = await conn.fetch(
+            """
+            SELECT extract(epoch FROM c.timestamp - t.timestamp)::float8 AS lag
+            FROM ledger_log AS l JOIN ledger_transfers AS t ON t.id = l.transfer_id
+            CROSS JOIN LATERAL (SELECT timestamp FROM ledger_checkpoints
+                                WHERE tree_size > l.position ORDER BY tree_size LIMIT 1) AS c
+            WHERE l.position >= $1 ORDER BY 1
+            """,
+            backlog,
+        )
+    values = [r["lag"] for r in lags]
+    pct = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
+    print(f"seal lag  while (b) runs at {written:,.0f} transfers/s: p50 {pct(0.5):.2f} s, p99 {pct(0.99):.2f} s, "
+          f"max {values[-1]:.2f} s over {len(values):,} transfers (checkpoint every 10,000 transfers or 1 s)")
 
 
 if __name__ == "__main__":
