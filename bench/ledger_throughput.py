@@ -1,6 +1,7 @@
 """Ledger write throughput against a baseline measured on the same server in the same run.
 
-    python bench/ledger_throughput.py [--seconds 10] [--concurrency 32] [--batch 1000] [--batch-streams 2] [--writers 2]
+    python bench/ledger_throughput.py [--seconds 12] [--rounds 4] [--concurrency 32] [--batch 1000]
+                                      [--batch-streams 2] [--writers 2]
 
 Prints transfers per second for
   baseline  single-row INSERT + COMMIT from --concurrency asyncpg connections (autocommit),
@@ -61,27 +62,32 @@ async def run_for(seconds: float, workers: int, work: Callable[[], Awaitable[int
     return done / (time.perf_counter() - start)
 
 
-async def baseline(url: str, seconds: float, concurrency: int) -> float:
-    admin = await asyncpg.connect(url)
-    await admin.execute("CREATE TABLE bench_baseline (id uuid PRIMARY KEY, amount bigint NOT NULL)")
-    await admin.close()
-    connections = [await asyncpg.connect(url, server_settings={"jit": "off"}) for _ in range(concurrency)]
-    queue = asyncio.Queue()
-    for conn in connections:
-        queue.put_nowait(conn)
+class Baseline:
+    """Single-row INSERT + COMMIT (autocommit) from a fixed set of connections."""
 
-    async def insert() -> int:
-        conn = await queue.get()
+    def __init__(self, connections: list[asyncpg.Connection]) -> None:
+        self.connections = connections
+        self.idle: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
+        for conn in connections:
+            self.idle.put_nowait(conn)
+
+    @classmethod
+    async def open(cls, url: str, concurrency: int) -> Baseline:
+        admin = await asyncpg.connect(url)
+        await admin.execute("CREATE TABLE bench_baseline (id uuid PRIMARY KEY, amount bigint NOT NULL)")
+        await admin.close()
+        return cls([await asyncpg.connect(url, server_settings={"jit": "off"}) for _ in range(concurrency)])
+
+    async def insert(self) -> int:
+        conn = await self.idle.get()
         try:
             await conn.execute("INSERT INTO bench_baseline VALUES ($1, $2)", uuid.uuid4(), 1)
         finally:
-            queue.put_nowait(conn)
+            self.idle.put_nowait(conn)
         return 1
 
-    try:
-        return await run_for(seconds, concurrency, insert)
-    finally:
-        for conn in connections:
+    async def close(self) -> None:
+        for conn in self.connections:
             await conn.close()
 
 
@@ -99,7 +105,8 @@ def credit(issuance: uuid.UUID, residents: list[uuid.UUID]) -> NewTransfer:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=12.0, help="time per kind of measurement, in total")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds the time is split into")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--batch-streams", type=int, default=2)
@@ -128,11 +135,11 @@ async def main() -> None:
 
 
 async def measure(url: str, args: argparse.Namespace) -> None:
+    slice_s = args.seconds / args.rounds
     print(f"server: {'embedded PostgreSQL' if 'DATABASE_URL' not in os.environ else 'DATABASE_URL'}; "
-          f"{os.cpu_count()} CPUs; {args.seconds:g} s per measurement")
-    base = await baseline(url, args.seconds, args.concurrency)
-    print(f"baseline  INSERT+COMMIT, {args.concurrency} connections:        {base:10,.0f} rows/s")
-
+          f"{os.cpu_count()} CPUs; {args.rounds} rounds of baseline, (a), (b) for {slice_s:g} s each, interleaved "
+          f"so that the machine's drift affects all three alike; {args.writers} ledger writers")
+    base_line = await Baseline.open(url, args.concurrency)
     ledger = await Ledger.open(url, role=ROLE, pool_size=args.writers + 6, max_batch=4000, writers=args.writers)
     try:
         issuance = uuid.uuid4()
@@ -150,16 +157,23 @@ async def measure(url: str, args: argparse.Namespace) -> None:
             assert outcome.applied, outcome
             return 1
 
-        a = await run_for(args.seconds, args.concurrency, single)
-        print(f"(a) single-transfer calls, {args.concurrency} tasks:          {a:10,.0f} transfers/s"
-              f"   = {a / base:5.2f}x baseline")
-
         async def batch() -> int:
             outcomes = await ledger.create_transfers([credit(issuance, residents) for _ in range(args.batch)])
             assert all(o.applied for o in outcomes)
             return len(outcomes)
 
-        b = await run_for(args.seconds, args.batch_streams, batch)
+        rates: dict[str, list[float]] = {"base": [], "a": [], "b": []}
+        for index in range(args.rounds):
+            rates["base"].append(await run_for(slice_s, args.concurrency, base_line.insert))
+            rates["a"].append(await run_for(slice_s, args.concurrency, single))
+            rates["b"].append(await run_for(slice_s, args.batch_streams, batch))
+            print(f"  round {index + 1}: baseline {rates['base'][-1]:8,.0f}/s   (a) {rates['a'][-1]:8,.0f}/s "
+                  f"({rates['a'][-1] / rates['base'][-1]:.2f}x)   (b) {rates['b'][-1]:8,.0f}/s "
+                  f"({rates['b'][-1] / rates['base'][-1]:.2f}x)")
+        base, a, b = (sum(rates[k]) / args.rounds for k in ("base", "a", "b"))
+        print(f"baseline  INSERT+COMMIT, {args.concurrency} connections:        {base:10,.0f} rows/s")
+        print(f"(a) single-transfer calls, {args.concurrency} tasks:          {a:10,.0f} transfers/s"
+              f"   = {a / base:5.2f}x baseline")
         print(f"(b) batches of {args.batch}, {args.batch_streams} streams:              {b:10,.0f} transfers/s"
               f"   = {b / base:5.2f}x baseline")
 
@@ -173,6 +187,7 @@ async def measure(url: str, args: argparse.Namespace) -> None:
               f"points debits == credits: {totals['debits_posted'] == totals['credits_posted']}")
     finally:
         await ledger.close()
+        await base_line.close()
 
 
 async def measure_sealing(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,10 +16,9 @@ import asyncpg
 import pytest
 from hypothesis import settings
 
-from api.database import migrate
-from integrations.embedded_postgres import EmbeddedPostgres, drop_database, ensure_database, with_database
+from integrations.embedded_postgres import EmbeddedPostgres
 from ledger.service import Ledger
-from tests.helpers import APP_ROLE
+from tests.helpers import APP_ROLE, scratch_database
 
 # Wall-clock deadlines only measure this machine's load (CPU steal here reaches 60 %), not the code.
 settings.register_profile("carbon", deadline=None)
@@ -46,28 +44,16 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 async def database_url(server_url: str) -> AsyncIterator[str]:
-    """URL (as the migrating owner) of a database created for this run and migrated to head."""
-    name = f"carbon_test_{uuid.uuid4().hex[:12]}"
-    await ensure_database(server_url, name)
-    url = with_database(server_url, name)
-    try:
-        await migrate(url, APP_ROLE)
+    """URL (as the migrating owner) of the database this run's tests share, migrated to head."""
+    async with scratch_database(server_url) as url:
         yield url
-    finally:
-        await drop_database(server_url, name)
 
 
 @pytest.fixture
 async def fresh_database_url(server_url: str) -> AsyncIterator[str]:
-    """A database of its own, migrated to head and dropped after the test (for tests that damage it)."""
-    name = f"carbon_scratch_{uuid.uuid4().hex[:12]}"
-    await ensure_database(server_url, name)
-    url = with_database(server_url, name)
-    try:
-        await migrate(url, APP_ROLE)
+    """A database for one test that damages it or needs it empty."""
+    async with scratch_database(server_url) as url:
         yield url
-    finally:
-        await drop_database(server_url, name)
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
+from api.database import migrate
+from integrations.embedded_postgres import drop_database, ensure_database, with_database
 from ledger.service import Ledger
 from ledger.types import AccountCode, CreateAccountResult, LedgerUnit, NewAccount, NewTransfer, TransferCode
 
@@ -85,3 +89,16 @@ def post(pending_id: UUID, amount: int | None = None, **fields: Any) -> NewTrans
 
 def void(pending_id: UUID, amount: int | None = None, **fields: Any) -> NewTransfer:
     return _resolution(pending_id, amount, "void_pending", fields)
+
+
+@asynccontextmanager
+async def scratch_database(server_url: str) -> AsyncIterator[str]:
+    """A database of its own on the test server, migrated to head, dropped on exit."""
+    name = f"carbon_scratch_{uuid.uuid4().hex[:12]}"
+    await ensure_database(server_url, name)
+    url = with_database(server_url, name)
+    try:
+        await migrate(url, APP_ROLE)
+        yield url
+    finally:
+        await drop_database(server_url, name)

@@ -67,7 +67,13 @@ async def test_owner_truncate_is_refused_by_the_trigger(owner_conn: asyncpg.Conn
 async def test_service_role_can_append(app_conn: asyncpg.Connection) -> None:
     """The restriction is exactly UPDATE/DELETE: reading and appending work as the service role."""
     assert await app_conn.fetchval("SELECT current_user") == "carbon_app"
-    assert await app_conn.fetchval("SELECT has_table_privilege('ledger_transfers', 'INSERT')")
+    assert await app_conn.fetchval("SELECT has_column_privilege('ledger_transfers', 'amount', 'INSERT')")
+    # The sealer's order key is the database's to set, never the service's.
+    assert not await app_conn.fetchval("SELECT has_column_privilege('ledger_transfers', 'xact_id', 'INSERT')")
+    for table in ("ledger_log", "ledger_tree_nodes", "ledger_checkpoints", "ledger_signing_keys"):
+        assert await app_conn.fetchval("SELECT has_table_privilege($1, 'INSERT')", table)
+        assert not await app_conn.fetchval("SELECT has_table_privilege($1, 'UPDATE')", table)
+        assert not await app_conn.fetchval("SELECT has_table_privilege($1, 'DELETE')", table)
     assert not await app_conn.fetchval("SELECT has_table_privilege('ledger_transfers', 'UPDATE')")
     assert not await app_conn.fetchval("SELECT has_table_privilege('ledger_transfers', 'DELETE')")
 
@@ -87,3 +93,14 @@ async def test_database_refuses_transfers_across_ledgers_or_to_missing_accounts(
     for debit, credit, unit in cases:
         with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError):
             await owner_conn.execute(insert, debit, credit, unit)
+
+
+@pytest.mark.parametrize("table", ["ledger_log", "ledger_tree_nodes", "ledger_checkpoints", "ledger_signing_keys"])
+async def test_merkle_log_tables_refuse_truncate_even_for_the_owner(owner_conn: asyncpg.Connection, table: str) -> None:
+    tx = owner_conn.transaction()
+    await tx.start()
+    try:
+        with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="append-only"):
+            await owner_conn.execute(f"TRUNCATE {table} CASCADE")
+    finally:
+        await tx.rollback()

@@ -1,6 +1,6 @@
 """Tamper drill: rewrite history as the database superuser and make `carbon-rewards ledger verify` catch it.
 
-Each case damages a database of its own, runs the real CLI entry point (in a thread, on this
+Each case damages the drill's database, runs the real CLI entry point (in a thread, on this
 server through ``DATABASE_URL``), checks the exit status and the first bad position it names, then
 undoes the damage and checks that the verifier is satisfied again.
 """
@@ -20,30 +20,37 @@ from api import cli
 from ledger.checkpoint import Signer
 from ledger.sealer import Sealer
 from ledger.service import Ledger
-from tests.helpers import APP_ROLE, LOG_ORIGIN, make_account, make_issuance, transfer
+from tests.helpers import APP_ROLE, LOG_ORIGIN, make_account, make_issuance, scratch_database, transfer
 
 UNLOCK = "ALTER TABLE ledger_transfers DISABLE TRIGGER ledger_transfers_no_update_delete"
 RELOCK = "ALTER TABLE ledger_transfers ENABLE TRIGGER ledger_transfers_no_update_delete"
 
 
+@pytest.fixture(scope="module")
+async def sealed_database_url(server_url: str) -> AsyncIterator[str]:
+    """One database for the whole drill (each case undoes its damage): 40 transfers in 8 transactions, sealed."""
+    async with scratch_database(server_url) as url:
+        ledger = await Ledger.open(url, role=APP_ROLE, pool_size=4)
+        try:
+            issuance, resident = await make_issuance(ledger), await make_account(ledger)
+            for batch in range(8):
+                await ledger.create_transfers(
+                    [transfer(issuance, resident, 10 * batch + i + 1, metadata={"i": i}) for i in range(5)]
+                )
+            await Sealer(ledger.pool, Signer.generate(), LOG_ORIGIN, checkpoint_every=16).catch_up()
+        finally:
+            await ledger.close()
+        yield url
+
+
 @pytest.fixture
 async def sealed_database(
-    fresh_database_url: str, monkeypatch: pytest.MonkeyPatch
+    sealed_database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[asyncpg.Connection]:
-    """A database with 40 transfers in 8 transactions, all sealed; yields a superuser connection to it."""
-    ledger = await Ledger.open(fresh_database_url, role=APP_ROLE, pool_size=4)
-    try:
-        issuance, resident = await make_issuance(ledger), await make_account(ledger)
-        for batch in range(8):
-            await ledger.create_transfers(
-                [transfer(issuance, resident, 10 * batch + i + 1, metadata={"i": i}) for i in range(5)]
-            )
-        await Sealer(ledger.pool, Signer.generate(), LOG_ORIGIN, checkpoint_every=16).catch_up()
-    finally:
-        await ledger.close()
-    monkeypatch.setenv("DATABASE_URL", fresh_database_url)
+    """A superuser connection to the drill's database, which the CLI under test also uses."""
+    monkeypatch.setenv("DATABASE_URL", sealed_database_url)
     monkeypatch.setenv("CARBON_LEDGER_LOG_ORIGIN", LOG_ORIGIN)
-    conn = await asyncpg.connect(fresh_database_url)
+    conn = await asyncpg.connect(sealed_database_url)
     try:
         yield conn
     finally:
