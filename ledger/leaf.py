@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from ledger.types import ZERO_ID, Transfer
+from ledger.types import ZERO_ID
 
 LEAF_MAGIC = b"CRTX"
 LEAF_VERSION = 1
@@ -57,26 +57,6 @@ class LeafFields:
     timestamp: datetime
     reference: str | None
     metadata_json: str | None
-
-    @classmethod
-    def from_transfer(cls, t: Transfer, metadata_json: str | None) -> LeafFields:
-        return cls(
-            id=t.id,
-            debit_account_id=t.debit_account_id,
-            credit_account_id=t.credit_account_id,
-            amount=t.amount,
-            ledger=str(t.ledger),
-            code=t.code,
-            pending=t.pending,
-            post_pending=t.post_pending,
-            void_pending=t.void_pending,
-            linked=t.linked,
-            pending_id=t.pending_id,
-            timeout_s=t.timeout_s,
-            timestamp=t.timestamp,
-            reference=t.reference,
-            metadata_json=metadata_json,
-        )
 
 
 def epoch_micros(moment: datetime) -> int:

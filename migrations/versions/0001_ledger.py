@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from migrations.roles import app_role
+from migrations.common import app_role, make_append_only
 
 revision: str = "0001_ledger"
 down_revision: str | None = None
@@ -109,14 +109,7 @@ def upgrade() -> None:
         """
     )
     for table in APPEND_ONLY:
-        op.execute(
-            f"CREATE TRIGGER {table}_no_update_delete BEFORE UPDATE OR DELETE ON {table} "
-            "FOR EACH ROW EXECUTE FUNCTION ledger_reject_change()"
-        )
-        op.execute(
-            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION ledger_reject_change()"
-        )
+        make_append_only(table)
 
     # References of new transfers, checked once per statement (no per-row locks on the accounts,
     # which cannot change anyway): both accounts exist on the transfer's ledger, and a post/void

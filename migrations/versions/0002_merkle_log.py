@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from migrations.roles import app_role
+from migrations.common import app_role, make_append_only
 
 revision: str = "0002_merkle_log"
 down_revision: str | None = "0001_ledger"
@@ -74,14 +74,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key_id"),
     )
     for table in APPEND_ONLY:
-        op.execute(
-            f"CREATE TRIGGER {table}_no_update_delete BEFORE UPDATE OR DELETE ON {table} "
-            "FOR EACH ROW EXECUTE FUNCTION ledger_reject_change()"
-        )
-        op.execute(
-            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION ledger_reject_change()"
-        )
+        make_append_only(table)
 
     role = app_role()
     # The service may not choose xact_id: only the listed columns are insertable by it.
