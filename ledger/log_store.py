@@ -169,9 +169,8 @@ async def resolve_ranges(conn: asyncpg.Connection, ranges: Sequence[merkle.Range
 
 async def compact_range(conn: asyncpg.Connection, size: int) -> merkle.CompactRange:
     """The right edge of the stored tree of ``size`` leaves (to resume sealing after a restart)."""
-    pieces = merkle.aligned_pieces(0, size)
-    hashes = await subtree_hashes(conn, pieces)
-    return merkle.CompactRange(size, [(level, hashes[(level, index)]) for level, index in pieces])
+    hashes = await subtree_hashes(conn, merkle.aligned_pieces(0, size))
+    return merkle.CompactRange.for_size(size, lambda level, index: hashes[(level, index)])
 
 
 # -------------------------------------------------------------------------------- checkpoints, keys
