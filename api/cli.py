@@ -10,15 +10,19 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from api.settings import Settings
 from integrations.embedded_postgres import EMBEDDED_DATABASE, EmbeddedPostgres, with_database
 
 if TYPE_CHECKING:
+    import asyncpg
+
     from ledger.verify import VerifyReport
+
+T = TypeVar("T")
 
 log = logging.getLogger("carbon_rewards")
 
@@ -75,10 +79,10 @@ def _db_url(settings: Settings) -> int:
     return 0
 
 
-def _print_report(report: VerifyReport) -> int:
+def _print_report(report: VerifyReport, checked: str) -> int:
     print(f"log: {report.tree_size} leaves, {report.checkpoints_checked} checkpoints checked")
     if report.ok:
-        print("OK: every leaf, checkpoint root, signature and balance verifies")
+        print(f"OK: every {checked} verifies")
         return 0
     if report.first_bad_position is not None:
         print(f"FAILED: first bad position {report.first_bad_position}")
@@ -90,19 +94,25 @@ def _print_report(report: VerifyReport) -> int:
     return 1
 
 
-async def _verify_database(settings: Settings) -> int:
+async def _on_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Run ``work`` on one connection to the database in use (starting the embedded server if needed)."""
     import asyncpg
 
     from api.database import resolve_database
-    from ledger.audit import verify_database
 
     async with resolve_database(settings) as url:
         conn = await asyncpg.connect(url)
         try:
-            report = await verify_database(conn, settings.ledger_log_origin)
+            return await work(conn)
         finally:
             await conn.close()
-    return _print_report(report)
+
+
+async def _verify_database(settings: Settings) -> int:
+    from ledger.audit import verify_database
+
+    report = await _on_database(settings, lambda conn: verify_database(conn, settings.ledger_log_origin))
+    return _print_report(report, "leaf, checkpoint root, signature and balance")
 
 
 def _verify_export(path: Path) -> int:
@@ -115,22 +125,14 @@ def _verify_export(path: Path) -> int:
         print(f"cannot read {path}: {exc}", file=sys.stderr)
         return 2
     print(f"export of log {export.origin!r}")
-    return _print_report(report)
+    return _print_report(report, "leaf, checkpoint root and signature")
 
 
 async def _export(settings: Settings, output: Path) -> int:
-    import asyncpg
-
-    from api.database import resolve_database
     from ledger.audit import export_database
 
-    async with resolve_database(settings) as url:
-        conn = await asyncpg.connect(url)
-        try:
-            with output.open("w", encoding="utf-8") as out:
-                count = await export_database(conn, out, settings.ledger_log_origin)
-        finally:
-            await conn.close()
+    with output.open("w", encoding="utf-8") as out:
+        count = await _on_database(settings, lambda conn: export_database(conn, out, settings.ledger_log_origin))
     print(f"exported {count} sealed transfers to {output}")
     return 0
 
