@@ -14,6 +14,10 @@ Then the Merkle log: the sealing rate over the backlog that (a) and (b) left (tr
 second, with its ratio to (b)), and the lag from a transfer's timestamp to the first signed
 checkpoint that covers it while (b) runs again with the sealer working alongside (p50, p99, max).
 
+Every rate is printed twice: per wall-clock second, and per second during which the machine ran.
+A shared virtual machine is sometimes frozen whole for seconds (CPU steal); ``bench/freeze_probe.py``
+records those stalls from a separate idle process, and the second figure leaves them out.
+
 With ``DATABASE_URL`` the server there is used (a scratch database is created and dropped);
 otherwise an embedded PostgreSQL is started in a temporary directory and removed at the end.
 """
@@ -29,6 +33,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -36,6 +41,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.database import migrate  # noqa: E402
+from bench.freeze_probe import THRESHOLD_S, FreezeProbe  # noqa: E402
 from integrations.embedded_postgres import EmbeddedPostgres, drop_database, ensure_database, with_database  # noqa: E402
 from ledger.checkpoint import Signer  # noqa: E402
 from ledger.ids import uuid7  # noqa: E402
@@ -46,20 +52,45 @@ from ledger.types import AccountCode, LedgerUnit, NewAccount, NewTransfer, Trans
 ROLE = "carbon_app"
 
 
-async def run_for(seconds: float, workers: int, work: Callable[[], Awaitable[int]]) -> float:
-    """Run ``work`` in ``workers`` loops for ``seconds``; returns completed units per second."""
+@dataclass
+class Measured:
+    """Units of work done over a wall-clock span, of which ``frozen`` seconds the machine stood still."""
+
+    units: float = 0.0
+    wall: float = 0.0
+    frozen: float = 0.0
+
+    def __add__(self, other: Measured) -> Measured:
+        return Measured(self.units + other.units, self.wall + other.wall, self.frozen + other.frozen)
+
+    @property
+    def rate(self) -> float:
+        return self.units / self.wall
+
+    @property
+    def running_rate(self) -> float:
+        """Units per second during which the machine ran (wall time minus frozen time)."""
+        return self.units / max(self.wall - self.frozen, 1e-9)
+
+
+async def run_for(
+    seconds: float, workers: int, work: Callable[[], Awaitable[int]], probe: FreezeProbe
+) -> Measured:
+    """Run ``work`` in ``workers`` loops for ``seconds``; returns the units completed and the time taken."""
     done = 0
-    deadline = time.perf_counter() + seconds
+    deadline = time.monotonic() + seconds
 
     async def loop() -> None:
         nonlocal done
-        while time.perf_counter() < deadline:
+        while time.monotonic() < deadline:
             units = await work()  # not `done += await …`: that reads `done` before awaiting
             done += units
 
-    start = time.perf_counter()
+    start = time.monotonic()
     await asyncio.gather(*(loop() for _ in range(workers)))
-    return done / (time.perf_counter() - start)
+    end = time.monotonic()
+    await asyncio.sleep(2 * THRESHOLD_S)  # let the probe report a stall that straddles the end
+    return Measured(done, end - start, probe.frozen_between(start, end))
 
 
 class Baseline:
@@ -140,6 +171,7 @@ async def measure(url: str, args: argparse.Namespace) -> None:
           f"{os.cpu_count()} CPUs; {args.rounds} rounds of baseline, (a), (b) for {slice_s:g} s each, interleaved "
           f"so that the machine's drift affects all three alike; {args.writers} ledger writers")
     base_line = await Baseline.open(url, args.concurrency)
+    probe = await FreezeProbe.start()
     ledger = await Ledger.open(url, role=ROLE, pool_size=args.writers + 6, max_batch=4000, writers=args.writers)
     try:
         issuance = uuid.uuid4()
@@ -162,22 +194,32 @@ async def measure(url: str, args: argparse.Namespace) -> None:
             assert all(o.applied for o in outcomes)
             return len(outcomes)
 
-        rates: dict[str, list[float]] = {"base": [], "a": [], "b": []}
+        measured: dict[str, Measured] = {"base": Measured(), "a": Measured(), "b": Measured()}
         for index in range(args.rounds):
-            rates["base"].append(await run_for(slice_s, args.concurrency, base_line.insert))
-            rates["a"].append(await run_for(slice_s, args.concurrency, single))
-            rates["b"].append(await run_for(slice_s, args.batch_streams, batch))
-            print(f"  round {index + 1}: baseline {rates['base'][-1]:8,.0f}/s   (a) {rates['a'][-1]:8,.0f}/s "
-                  f"({rates['a'][-1] / rates['base'][-1]:.2f}x)   (b) {rates['b'][-1]:8,.0f}/s "
-                  f"({rates['b'][-1] / rates['base'][-1]:.2f}x)")
-        base, a, b = (sum(rates[k]) / args.rounds for k in ("base", "a", "b"))
-        print(f"baseline  INSERT+COMMIT, {args.concurrency} connections:        {base:10,.0f} rows/s")
-        print(f"(a) single-transfer calls, {args.concurrency} tasks:          {a:10,.0f} transfers/s"
-              f"   = {a / base:5.2f}x baseline")
-        print(f"(b) batches of {args.batch}, {args.batch_streams} streams:              {b:10,.0f} transfers/s"
-              f"   = {b / base:5.2f}x baseline")
+            base_round = await run_for(slice_s, args.concurrency, base_line.insert, probe)
+            a_round = await run_for(slice_s, args.concurrency, single, probe)
+            b_round = await run_for(slice_s, args.batch_streams, batch, probe)
+            for key, value in (("base", base_round), ("a", a_round), ("b", b_round)):
+                measured[key] += value
+            print(f"  round {index + 1}: baseline {base_round.rate:8,.0f}/s   (a) {a_round.rate:8,.0f}/s "
+                  f"({a_round.rate / base_round.rate:.2f}x)   (b) {b_round.rate:8,.0f}/s "
+                  f"({b_round.rate / base_round.rate:.2f}x)   machine frozen "
+                  f"{base_round.frozen:.1f}/{a_round.frozen:.1f}/{b_round.frozen:.1f} s")
+        base, a, b = measured["base"], measured["a"], measured["b"]
+        frozen_share = sum(m.frozen for m in measured.values()) / sum(m.wall for m in measured.values())
+        print(f"{'':45} {'per wall-clock s':>17} {'per running s':>15}")
+        print(f"baseline  INSERT+COMMIT, {args.concurrency} connections:    {base.rate:12,.0f} rows/s "
+              f"{base.running_rate:12,.0f}")
+        print(f"(a) single-transfer calls, {args.concurrency} tasks:      {a.rate:12,.0f} transfers/s "
+              f"{a.running_rate:9,.0f}   = {a.rate / base.rate:5.2f}x / {a.running_rate / base.running_rate:5.2f}x "
+              f"baseline")
+        print(f"(b) batches of {args.batch}, {args.batch_streams} streams:          {b.rate:12,.0f} transfers/s "
+              f"{b.running_rate:9,.0f}   = {b.rate / base.rate:5.2f}x / {b.running_rate / base.running_rate:5.2f}x "
+              f"baseline")
+        print(f"machine frozen (no process ran for > {THRESHOLD_S * 1000:.0f} ms) during {frozen_share:.0%} "
+              f"of the measured time; 'per running s' leaves those stalls out (bench/freeze_probe.py)")
 
-        await measure_sealing(ledger, args, b, batch)
+        await measure_sealing(ledger, args, b, batch, probe)
 
         start = time.perf_counter()
         report = await ledger.recompute_balances()
@@ -188,25 +230,32 @@ async def measure(url: str, args: argparse.Namespace) -> None:
     finally:
         await ledger.close()
         await base_line.close()
+        await probe.stop()
 
 
 async def measure_sealing(
-    ledger: Ledger, args: argparse.Namespace, batched_rate: float, batch: Callable[[], Awaitable[int]]
+    ledger: Ledger,
+    args: argparse.Namespace,
+    batched: Measured,
+    batch: Callable[[], Awaitable[int]],
+    probe: FreezeProbe,
 ) -> None:
     sealer = Sealer(ledger.pool, Signer.generate(), "bench", checkpoint_every=10_000, checkpoint_interval_s=1.0)
     async with ledger.pool.acquire() as conn:
         backlog = await conn.fetchval("SELECT count(*) FROM ledger_transfers")
-    start = time.perf_counter()
+    start = time.monotonic()
     checkpoint = await sealer.catch_up()
-    elapsed = time.perf_counter() - start
+    end = time.monotonic()
+    await asyncio.sleep(2 * THRESHOLD_S)
     assert checkpoint is not None and checkpoint.tree_size == backlog
-    rate = backlog / elapsed
-    print(f"sealing   backlog of {backlog:,} transfers in {elapsed:.2f} s:   {rate:10,.0f} transfers/s"
-          f"   = {rate / batched_rate:5.2f}x (b)")
+    sealed = Measured(backlog, end - start, probe.frozen_between(start, end))
+    print(f"sealing   backlog of {backlog:,} transfers in {sealed.wall:.2f} s: {sealed.rate:12,.0f} transfers/s "
+          f"{sealed.running_rate:9,.0f}   = {sealed.rate / batched.rate:5.2f}x / "
+          f"{sealed.running_rate / batched.running_rate:5.2f}x (b)")
 
     sealer.start()
     try:
-        written = await run_for(args.seconds, args.batch_streams, batch)
+        written = await run_for(args.seconds, args.batch_streams, batch, probe)
         await sealer.catch_up()
     finally:
         await sealer.stop()
@@ -223,7 +272,8 @@ async def measure_sealing(
         )
     values = [r["lag"] for r in lags]
     pct = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
-    print(f"seal lag  while (b) runs at {written:,.0f} transfers/s: p50 {pct(0.5):.2f} s, p99 {pct(0.99):.2f} s, "
+    print(f"seal lag  while (b) runs at {written.rate:,.0f} transfers/s ({written.frozen:.1f} s frozen): "
+          f"p50 {pct(0.5):.2f} s, p99 {pct(0.99):.2f} s, "
           f"max {values[-1]:.2f} s over {len(values):,} transfers (checkpoint every 10,000 transfers or 1 s)")
 
 
