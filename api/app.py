@@ -2,7 +2,8 @@
 
 The app's lifespan opens the ledger (its connection pool, group-commit writers and expiry task) on
 the database URL it is given, starts the sealer that appends committed transfers to the Merkle log
-and signs checkpoints, and stops both on shutdown.
+and signs checkpoints, opens the SQLAlchemy engine and the HTTP client of the identity services,
+publishes this process's token signing key, and closes everything on shutdown.
 """
 
 from __future__ import annotations
@@ -11,23 +12,56 @@ import base64
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
 
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from pydantic import SecretStr
+from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
+from api.auth import service as identity_service
+from api.auth.controllers import ROUTES as IDENTITY_ROUTES
+from api.auth.guards import provide_principal
+from api.auth.keys import (
+    ServerSecret,
+    TokenSigningKey,
+    decode_seed,
+    load_or_create_seed,
+)
+from api.auth.service import IdentityRuntime, RateLimits
+from api.auth.tokens import AccessTokens
+from api.database import sqlalchemy_url
+from api.dependencies import provide_db_session, provide_request_meta
 from api.errors import EXCEPTION_HANDLERS
 from api.health import HealthController
 from api.ledger_log import LedgerLogController
 from api.settings import Settings
+from integrations.idp import (
+    CityIdentityProvider,
+    IdTokenVerifier,
+    NoIdentityProviderConfigured,
+)
+from integrations.sms import HttpSmsGateway, LoggingSms, NoSmsConfigured, SmsSender
 from ledger.checkpoint import Signer
 from ledger.sealer import Sealer
 from ledger.service import Ledger
 from ledger.transparency import LogReader
 
-API_VERSION = "0.1.0"
+API_VERSION = "0.2.0"
+
+log = logging.getLogger(__name__)
 
 
 def checkpoint_signer(settings: Settings) -> Signer:
@@ -35,6 +69,82 @@ def checkpoint_signer(settings: Settings) -> Signer:
     if settings.ledger_signing_key is not None:
         return Signer.from_seed(base64.b64decode(settings.ledger_signing_key.get_secret_value()))
     return Signer.load_or_create(settings.data_dir / "ledger-signing-key")
+
+
+def _secret_seed(value: SecretStr | None, path: Path) -> bytes:
+    return decode_seed(value.get_secret_value()) if value is not None else load_or_create_seed(path)
+
+
+def _sms_sender(settings: Settings, http: httpx.AsyncClient) -> SmsSender:
+    if settings.sms_gateway_url:
+        return HttpSmsGateway(settings.sms_gateway_url, http)
+    return LoggingSms() if settings.demo else NoSmsConfigured()
+
+
+def _identity_provider(settings: Settings, http: httpx.AsyncClient) -> IdTokenVerifier:
+    if settings.idp_jwks_url and settings.idp_issuer and settings.idp_audience:
+        return CityIdentityProvider(
+            jwks_url=settings.idp_jwks_url,
+            issuer=settings.idp_issuer,
+            audience=settings.idp_audience,
+            algorithms=settings.idp_algorithms,
+            client=http,
+            cache_s=settings.idp_jwks_cache_s,
+            min_refetch_s=settings.idp_jwks_min_refetch_s,
+        )
+    return NoIdentityProviderConfigured()
+
+
+async def open_identity(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], http: httpx.AsyncClient
+) -> IdentityRuntime:
+    """Keys, token service, SMS and identity provider clients; publishes this process's token key."""
+    signing_key = TokenSigningKey(_secret_seed(settings.token_signing_key, settings.data_dir / "token-signing-key"))
+    access_ttl = timedelta(seconds=settings.access_token_ttl_s)
+
+    async def reload_keys() -> dict[str, Ed25519PublicKey]:
+        async with sessionmaker() as session:
+            return await identity_service.published_keys(session, access_ttl)
+
+    keys: dict[str, Ed25519PublicKey] = {}
+    try:
+        async with sessionmaker() as session, session.begin():
+            await identity_service.publish_signing_key(session, signing_key)
+        keys = await reload_keys()
+    except ProgrammingError:
+        log.warning("the identity tables do not exist (database not migrated); the token key is not published")
+    return IdentityRuntime(
+        secret=ServerSecret(_secret_seed(settings.server_secret, settings.data_dir / "server-secret")),
+        tokens=AccessTokens(
+            signing_key,
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            ttl=access_ttl,
+            keys=keys,
+            reload_keys=reload_keys,
+        ),
+        sms=_sms_sender(settings, http),
+        idp=_identity_provider(settings, http),
+        hasher=identity_service.password_hasher(),
+        limits=RateLimits(
+            otp_per_phone=settings.otp_limit_per_phone,
+            otp_per_ip=settings.otp_limit_per_ip,
+            otp_window_s=settings.otp_rate_window_s,
+            login_per_username=settings.login_limit_per_username,
+            login_per_ip=settings.login_limit_per_ip,
+            login_window_s=settings.login_rate_window_s,
+        ),
+        refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s),
+    )
+
+
+def open_engine(settings: Settings, database_url: str) -> AsyncEngine:
+    """The SQLAlchemy engine of the non-ledger tables, assuming the service role on every connection."""
+    return create_async_engine(
+        sqlalchemy_url(database_url),
+        pool_size=settings.db_pool_size,
+        connect_args={"server_settings": {"role": settings.db_app_role, "jit": "off"}},
+    )
 
 
 def create_app(settings: Settings, database_url: str) -> Litestar:
@@ -60,11 +170,19 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
         )
         app.state.ledger = ledger
         app.state.log_reader = LogReader(ledger.pool, settings.ledger_log_origin)
-        sealer.start()
+        engine = open_engine(settings, database_url)
+        http = httpx.AsyncClient(timeout=settings.http_timeout_s, follow_redirects=False)
         try:
-            yield
+            app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+            app.state.identity = await open_identity(settings, app.state.sessionmaker, http)
+            sealer.start()
+            try:
+                yield
+            finally:
+                await sealer.stop()
         finally:
-            await sealer.stop()
+            await http.aclose()
+            await engine.dispose()
             await ledger.close()
 
     def provide_ledger(state: State) -> Ledger:
@@ -76,14 +194,21 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
     def provide_settings() -> Settings:
         return settings
 
+    def provide_identity(state: State) -> IdentityRuntime:
+        return state.identity  # type: ignore[no-any-return]
+
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return Litestar(
-        route_handlers=[HealthController, LedgerLogController],
+        route_handlers=[HealthController, LedgerLogController, *IDENTITY_ROUTES],
         lifespan=[lifespan],
         dependencies={
             "ledger": Provide(provide_ledger, sync_to_thread=False),
             "log_reader": Provide(provide_log_reader, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),
+            "identity": Provide(provide_identity, sync_to_thread=False),
+            "db_session": Provide(provide_db_session),
+            "request_meta": Provide(provide_request_meta, sync_to_thread=False),
+            "principal": Provide(provide_principal),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(

@@ -1,4 +1,5 @@
-"""The ``carbon-rewards`` command: serve the API, migrate, print the database URL, verify the ledger.
+"""The ``carbon-rewards`` command: serve the API, migrate, print the database URL, verify the ledger,
+create operators.
 
 With no ``DATABASE_URL`` every command runs on the embedded PostgreSQL in ``--data-dir``; ``serve``
 keeps it running while it serves and stops it on Ctrl-C.
@@ -15,7 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from api.settings import Settings
-from integrations.embedded_postgres import EMBEDDED_DATABASE, EmbeddedPostgres, with_database
+from integrations.embedded_postgres import (
+    EMBEDDED_DATABASE,
+    EmbeddedPostgres,
+    with_database,
+)
 
 if TYPE_CHECKING:
     import asyncpg
@@ -29,7 +34,7 @@ log = logging.getLogger("carbon_rewards")
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for name in ("host", "port", "data_dir"):
+    for name in ("host", "port", "data_dir", "demo"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -137,6 +142,47 @@ async def _export(settings: Settings, output: Path) -> int:
     return 0
 
 
+def _operator_password() -> str:
+    """From ``CARBON_OPERATOR_PASSWORD``, else asked twice on the terminal."""
+    import getpass
+    import os
+
+    password = os.environ.get("CARBON_OPERATOR_PASSWORD")
+    if password:
+        return password
+    password = getpass.getpass("password: ")
+    if getpass.getpass("repeat password: ") != password:
+        raise SystemExit("the passwords differ")
+    return password
+
+
+async def _create_operator(settings: Settings, username: str, role: str) -> int:
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from api.app import open_engine
+    from api.auth.service import RequestMeta, create_operator, password_hasher
+    from api.database import migrate, resolve_database
+    from domain.errors import CarbonRewardsError
+    from domain.identity import Role
+
+    password = _operator_password()
+    async with resolve_database(settings) as url:
+        await migrate(url, settings.db_app_role)
+        engine = open_engine(settings, url)
+        try:
+            async with async_sessionmaker(engine)() as session, session.begin():
+                operator = await create_operator(
+                    session, password_hasher(), username, password, Role(f"operator_{role}"), RequestMeta("cli", None)
+                )
+        except CarbonRewardsError as exc:
+            print(f"error: {exc.detail}", file=sys.stderr)
+            return 1
+        finally:
+            await engine.dispose()
+    print(f"operator {operator.username} ({role}) created: {operator.id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carbon-rewards", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="migrate the database and serve the API")
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument(
+        "--demo", action="store_true", default=None, help="demo mode: one-time codes go to the log if no SMS gateway"
+    )
     data_dir(serve)
     data_dir(commands.add_parser("migrate", help="upgrade the database schema to the latest revision"))
     data_dir(commands.add_parser("db-url", help="print the database URL in use (last line)"))
@@ -160,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     export = ledger_commands.add_parser("export", help="write keys, checkpoints and sealed transfers (JSON Lines)")
     export.add_argument("--output", type=Path, required=True)
     data_dir(export)
+    operator = commands.add_parser("operator", help="manage operator accounts")
+    operator_commands = operator.add_subparsers(dest="operator_command", required=True)
+    create = operator_commands.add_parser(
+        "create", help="create an operator (password from CARBON_OPERATOR_PASSWORD or a prompt)"
+    )
+    create.add_argument("--username", required=True)
+    create.add_argument("--role", choices=("admin", "auditor"), required=True)
+    data_dir(create)
     return parser
 
 
@@ -178,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _verify_export(args.export) if args.export else asyncio.run(_verify_database(settings))
         elif args.command == "ledger" and args.ledger_command == "export":
             return asyncio.run(_export(settings, args.output))
+        elif args.command == "operator" and args.operator_command == "create":
+            return asyncio.run(_create_operator(settings, args.username, args.role))
     except KeyboardInterrupt:
         return 130
     return 0

@@ -17,7 +17,12 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from api.settings import Settings
-from integrations.embedded_postgres import EMBEDDED_DATABASE, EmbeddedPostgres, ensure_database, with_database
+from integrations.embedded_postgres import (
+    EMBEDDED_DATABASE,
+    EmbeddedPostgres,
+    ensure_database,
+    with_database,
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 

@@ -24,6 +24,7 @@ STATUS_BY_KIND: dict[ErrorKind, int] = {
     ErrorKind.INVALID: 422,
     ErrorKind.UNAUTHENTICATED: 401,
     ErrorKind.FORBIDDEN: 403,
+    ErrorKind.RATE_LIMITED: 429,
     ErrorKind.NOT_FOUND: 404,
     ErrorKind.CONFLICT: 409,
     ErrorKind.UNAVAILABLE: 503,
@@ -68,7 +69,9 @@ def _domain_error(request: Request[Any, Any, Any], exc: CarbonRewardsError) -> R
     status = STATUS_BY_KIND[exc.kind]
     if status >= 500:
         log.error("%s: %s", exc.code, exc.detail)
-    return problem(request, status=status, code=exc.code, title=exc.title, detail=exc.detail, **exc.extra)
+    response = problem(request, status=status, code=exc.code, title=exc.title, detail=exc.detail, **exc.extra)
+    response.headers.update(exc.headers)
+    return response
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:

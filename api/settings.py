@@ -61,3 +61,43 @@ class Settings(BaseSettings):
         default=False,
         description="Serve inclusion proofs (which reveal a transfer's fields) to anyone who knows a transfer id.",
     )
+
+    # ---------------------------------------------------------------------------- identity and access
+    demo: bool = Field(
+        default=False,
+        description="Demo mode: with no SMS gateway configured, one-time codes are written to the log.",
+    )
+    server_secret: SecretStr | None = Field(
+        default=None,
+        description="Base64 of 32 random bytes keying phone lookup hashes and sealed partner secrets; "
+        "unset = generated once into <data_dir>/server-secret.",
+    )
+    token_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Base64 of the 32-byte Ed25519 seed that signs access tokens; unset = generated once "
+        "into <data_dir>/token-signing-key. Changing it rotates the key; tokens of the old one stay valid.",
+    )
+    token_issuer: str = Field(default="carbon-rewards", description="`iss` of the access tokens.")
+    token_audience: str = Field(default="carbon-rewards-api", description="`aud` of the access tokens.")
+    access_token_ttl_s: int = Field(default=600, ge=30, le=900, description="Access token lifetime (≤ 15 min).")
+    refresh_token_ttl_s: int = Field(default=30 * 86400, ge=300, description="Refresh token lifetime.")
+    sms_gateway_url: str | None = Field(
+        default=None, description="SMS gateway endpoint; one-time codes are POSTed there as {phone, text}."
+    )
+    idp_jwks_url: str | None = Field(default=None, description="JWKS of the city identity provider.")
+    idp_issuer: str | None = Field(default=None, description="`iss` the city identity provider's ID tokens carry.")
+    idp_audience: str | None = Field(default=None, description="`aud` our client has at the identity provider.")
+    idp_algorithms: tuple[str, ...] = Field(
+        default=("RS256", "ES256", "EdDSA"), description="Signature algorithms accepted on ID tokens."
+    )
+    idp_jwks_cache_s: float = Field(default=600.0, gt=0, description="How long a fetched JWKS is trusted.")
+    idp_jwks_min_refetch_s: float = Field(
+        default=10.0, ge=0, description="Least time between two early JWKS fetches caused by an unknown key id."
+    )
+    http_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of calls to partners and gateways.")
+    otp_limit_per_phone: int = Field(default=5, ge=1, description="Codes sent to one phone per rate window.")
+    otp_limit_per_ip: int = Field(default=30, ge=1, description="Codes requested from one client IP per window.")
+    otp_rate_window_s: int = Field(default=3600, ge=1, description="Window of the one-time code limits.")
+    login_limit_per_username: int = Field(default=10, ge=1, description="Operator logins per username per window.")
+    login_limit_per_ip: int = Field(default=100, ge=1, description="Operator logins per client IP per window.")
+    login_rate_window_s: int = Field(default=900, ge=1, description="Window of the login limits.")

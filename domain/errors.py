@@ -14,6 +14,7 @@ class ErrorKind(StrEnum):
     INVALID = "invalid"
     UNAUTHENTICATED = "unauthenticated"
     FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
     UNAVAILABLE = "unavailable"
@@ -26,10 +27,14 @@ class CarbonRewardsError(Exception):
     code: str = "error"
     kind: ErrorKind = ErrorKind.INTERNAL
     title: str = "Error"
+    #: Keep what the failed request wrote (e.g. a wrong one-time code's attempt count, or a revoked
+    #: token family): the request scope then commits instead of rolling back before answering.
+    keeps_writes: bool = False
 
-    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
         self.detail = detail or self.title
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -55,3 +60,28 @@ class ServiceUnavailable(CarbonRewardsError):
     code = "service_unavailable"
     kind = ErrorKind.UNAVAILABLE
     title = "A dependency is unavailable"
+
+
+class Unauthenticated(CarbonRewardsError):
+    """No valid credentials: a missing, malformed, expired or forged token, or a wrong secret."""
+
+    code = "unauthenticated"
+    kind = ErrorKind.UNAUTHENTICATED
+    title = "Authentication required"
+
+
+class Forbidden(CarbonRewardsError):
+    """Authenticated, but this caller's role may not use this route."""
+
+    code = "forbidden"
+    kind = ErrorKind.FORBIDDEN
+    title = "Not allowed for this caller"
+
+
+class RateLimited(CarbonRewardsError):
+    code = "rate_limited"
+    kind = ErrorKind.RATE_LIMITED
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)}, retry_after_s=retry_after_s)

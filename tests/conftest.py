@@ -15,10 +15,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 from hypothesis import settings
+from litestar.testing import AsyncTestClient
 
+from api.app import create_app
 from integrations.embedded_postgres import EmbeddedPostgres
+from integrations.simulators.city_idp import CityIdpSimulator
+from integrations.simulators.sms_gateway import SmsGatewaySimulator
 from ledger.service import Ledger
-from tests.helpers import APP_ROLE, scratch_database
+from tests.helpers import APP_ROLE, identity_settings, scratch_database
 
 # Wall-clock deadlines only measure this machine's load (CPU steal here reaches 60 %), not the code.
 settings.register_profile("carbon", deadline=None)
@@ -84,3 +88,27 @@ async def app_conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture(scope="session")
+def sms_gateway() -> Iterator[SmsGatewaySimulator]:
+    """The SMS gateway simulator, a real HTTP server on 127.0.0.1."""
+    with SmsGatewaySimulator() as gateway:
+        yield gateway  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def city_idp() -> Iterator[CityIdpSimulator]:
+    """The city identity provider simulator, a real HTTP server on 127.0.0.1."""
+    with CityIdpSimulator() as idp:
+        yield idp  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+async def api(
+    database_url: str, sms_gateway: SmsGatewaySimulator, city_idp: CityIdpSimulator
+) -> AsyncIterator[AsyncTestClient]:
+    """The app wired to the simulators, shared by a module's tests (each test uses its own phones and clients)."""
+    app = create_app(identity_settings(sms_gateway, city_idp), database_url)
+    async with AsyncTestClient(app=app) as client:
+        yield client

@@ -1,17 +1,30 @@
-"""Builders for ledger tests: fresh accounts per test keep tests independent on one shared database."""
+"""Builders for tests: fresh accounts per test keep tests independent on one shared database; app settings."""
 
 from __future__ import annotations
 
+import base64
+import random
+import re
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from api.database import migrate
+from api.settings import Settings
 from integrations.embedded_postgres import drop_database, ensure_database, with_database
 from ledger.service import Ledger
-from ledger.types import AccountCode, CreateAccountResult, LedgerUnit, NewAccount, NewTransfer, TransferCode
+from ledger.types import (
+    AccountCode,
+    CreateAccountResult,
+    LedgerUnit,
+    NewAccount,
+    NewTransfer,
+    TransferCode,
+)
 
 APP_ROLE = "carbon_app"
 #: Every sealer on the shared test database signs as this log, so all its checkpoints verify together.
@@ -102,3 +115,103 @@ async def scratch_database(server_url: str) -> AsyncIterator[str]:
         yield url
     finally:
         await drop_database(server_url, name)
+
+
+def _seed(byte: int) -> str:
+    return base64.b64encode(bytes([byte]) * 32).decode()
+
+
+#: Fixed keys, so that the app never writes generated keys into the working directory.
+TEST_LEDGER_KEY = base64.b64encode(bytes(range(32))).decode()
+TEST_TOKEN_KEY = _seed(7)
+TEST_SERVER_SECRET = _seed(9)
+
+
+def app_settings(**overrides: object) -> Settings:
+    """Settings of an app under test: the test role, small pools, fixed keys, no background expiry."""
+    values: dict[str, object] = {
+        "db_app_role": APP_ROLE,
+        "db_pool_size": 2,
+        "pending_expiry_interval_s": 60,
+        "ledger_log_origin": LOG_ORIGIN,
+        "ledger_signing_key": TEST_LEDGER_KEY,
+        "token_signing_key": TEST_TOKEN_KEY,
+        "server_secret": TEST_SERVER_SECRET,
+        "data_dir": Path(tempfile.gettempdir()) / "carbon-rewards-tests-unused",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+IDP_AUDIENCE = "carbon-rewards-test-client"
+
+
+def identity_settings(sms_gateway: Any, city_idp: Any, **overrides: object) -> Settings:
+    """App settings wired to the simulators, with limits high enough for a whole module of tests."""
+    values: dict[str, object] = {
+        "sms_gateway_url": sms_gateway.send_url,
+        "idp_jwks_url": city_idp.jwks_url,
+        "idp_issuer": city_idp.issuer,
+        "idp_audience": IDP_AUDIENCE,
+        "idp_jwks_min_refetch_s": 0,
+        "otp_limit_per_ip": 10_000,
+        "login_limit_per_ip": 10_000,
+    }
+    values.update(overrides)
+    return app_settings(**values)
+
+
+def random_phone() -> str:
+    return "+86139" + "".join(str(random.randrange(10)) for _ in range(8))
+
+
+def last_code(sms_gateway: Any, phone: str) -> str:
+    """The one-time code in the last message the simulator received for ``phone``."""
+    messages = sms_gateway.messages_to(phone)
+    assert messages, f"no SMS was sent to {phone}"
+    match = re.search(r"\b(\d{6})\b", messages[-1])
+    assert match is not None, messages[-1]
+    return match.group(1)
+
+
+async def sign_in_resident(client: Any, sms_gateway: Any, phone: str | None = None) -> dict[str, Any]:
+    """Sign in by phone code through the API; returns the token response (plus the phone used)."""
+    phone = phone or random_phone()
+    sent = await client.post("/v1/auth/otp", json={"phone": phone})
+    assert sent.status_code == 202, sent.text
+    verified = await client.post("/v1/auth/otp/verify", json={"phone": phone, "code": last_code(sms_gateway, phone)})
+    assert verified.status_code == 200, verified.text
+    return {**verified.json(), "phone": phone}
+
+
+def bearer(tokens: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+async def create_operator(database_url: str, role: str, password: str = "correct horse battery staple") -> str:
+    """An operator created as the CLI does (through the service); returns its username."""
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from api.app import open_engine
+    from api.auth.service import RequestMeta, password_hasher
+    from api.auth.service import create_operator as create
+    from domain.identity import Role
+
+    username = f"{role}-{uuid.uuid4().hex[:8]}"
+    engine = open_engine(app_settings(), database_url)
+    try:
+        async with async_sessionmaker(engine)() as session, session.begin():
+            meta = RequestMeta("test", None)
+            await create(session, password_hasher(), username, password, Role(f"operator_{role}"), meta)
+    finally:
+        await engine.dispose()
+    return username
+
+
+async def sign_in_operator(client: Any, database_url: str, role: str = "admin") -> dict[str, Any]:
+    username = await create_operator(database_url, role)
+    response = await client.post(
+        "/v1/auth/operator/login", json={"username": username, "password": "correct horse battery staple"}
+    )
+    assert response.status_code == 200, response.text
+    return {**response.json(), "username": username}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import AsyncIterator
 
@@ -11,23 +10,8 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from api.database import head_revision
-from api.settings import Settings
 from integrations.embedded_postgres import drop_database, ensure_database, with_database
-from tests.helpers import APP_ROLE, LOG_ORIGIN
-
-#: A fixed test key, so that the app never writes a generated key into the working directory.
-TEST_SIGNING_KEY = base64.b64encode(bytes(range(32))).decode()
-
-
-def settings(**overrides: object) -> Settings:
-    return Settings(
-        db_app_role=APP_ROLE,
-        db_pool_size=2,
-        pending_expiry_interval_s=60,
-        ledger_log_origin=LOG_ORIGIN,
-        ledger_signing_key=TEST_SIGNING_KEY,
-        **overrides,  # type: ignore[arg-type]
-    )
+from tests.helpers import app_settings as settings
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from api.app import create_app
 from ledger import merkle
 from ledger.leaf import decode
 from ledger.service import Ledger
+from tests.helpers import app_settings as settings
 from tests.helpers import make_account, make_issuance, transfer
-from tests.test_api import settings
 
 b64 = base64.b64decode
 

@@ -20,7 +20,14 @@ from api import cli
 from ledger.checkpoint import Signer
 from ledger.sealer import Sealer
 from ledger.service import Ledger
-from tests.helpers import APP_ROLE, LOG_ORIGIN, make_account, make_issuance, scratch_database, transfer
+from tests.helpers import (
+    APP_ROLE,
+    LOG_ORIGIN,
+    make_account,
+    make_issuance,
+    scratch_database,
+    transfer,
+)
 
 UNLOCK = "ALTER TABLE ledger_transfers DISABLE TRIGGER ledger_transfers_no_update_delete"
 RELOCK = "ALTER TABLE ledger_transfers ENABLE TRIGGER ledger_transfers_no_update_delete"

@@ -1,0 +1,1 @@
+"""Identity and access: who the callers are, their tokens, and what each may reach."""

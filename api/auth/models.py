@@ -1,0 +1,171 @@
+"""Identity tables: residents, one-time codes, API clients (merchants, partners), operators, refresh
+tokens, token signing keys, rate-limit windows and the operator audit log.
+
+Secrets are never stored in clear: phone numbers as a keyed hash (HMAC-SHA256 with a server key),
+one-time codes and refresh tokens as SHA-256 digests, client secrets and passwords with argon2,
+partners' webhook secrets encrypted (AES-GCM) because the service must recompute their HMACs.
+``operator_audit_log`` is append-only (triggers, like the ledger).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+
+def _timestamp(nullable: bool = False, default_now: bool = True) -> Any:
+    return Field(
+        default=None,
+        sa_column=Column(
+            DateTime(timezone=True), nullable=nullable, server_default=text("now()") if default_now else None
+        ),
+    )
+
+
+class Resident(SQLModel, table=True):
+    """A resident; created at first sign-in, by phone code or by the city identity provider."""
+
+    __tablename__ = "residents"
+
+    id: UUID = Field(primary_key=True)
+    phone_hash: bytes | None = Field(default=None, sa_column=Column(LargeBinary, unique=True, nullable=True))
+    idp_subject: str | None = Field(default=None, sa_column=Column(String(255), unique=True, nullable=True))
+    created_at: datetime = _timestamp()
+
+
+class OtpChallenge(SQLModel, table=True):
+    """One sent code: valid until ``expires_at``, used at most once, locked after too many wrong tries."""
+
+    __tablename__ = "otp_challenges"
+    __table_args__ = (Index("ix_otp_challenges_phone_hash_created_at", "phone_hash", "created_at"),)
+
+    id: UUID = Field(primary_key=True)
+    phone_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    code_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default=text("0")))
+    created_at: datetime = _timestamp()
+    expires_at: datetime = _timestamp(default_now=False)
+    consumed_at: datetime | None = _timestamp(nullable=True, default_now=False)
+
+
+class Merchant(SQLModel, table=True):
+    __tablename__ = "merchants"
+
+    id: UUID = Field(primary_key=True)
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    idempotency_key: str | None = Field(default=None, sa_column=Column(String(100), unique=True, nullable=True))
+    created_at: datetime = _timestamp()
+
+
+class Partner(SQLModel, table=True):
+    """A partner data provider (transit, recycling, second-hand) and where to call it back."""
+
+    __tablename__ = "partners"
+
+    id: UUID = Field(primary_key=True)
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    kind: str = Field(sa_column=Column(String(32), nullable=False))
+    api_base_url: str = Field(sa_column=Column(String(500), nullable=False))
+    webhook_secret_sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    idempotency_key: str | None = Field(default=None, sa_column=Column(String(100), unique=True, nullable=True))
+    created_at: datetime = _timestamp()
+
+
+class ApiClient(SQLModel, table=True):
+    """OAuth2 client credentials of a merchant or partner (``role`` says which ``owner_id`` it is)."""
+
+    __tablename__ = "api_clients"
+    __table_args__ = (Index("ix_api_clients_owner_id", "owner_id"),)
+
+    client_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    secret_hash: str = Field(sa_column=Column(String(255), nullable=False))
+    role: str = Field(sa_column=Column(String(32), nullable=False))
+    owner_id: UUID = Field(nullable=False)
+    created_at: datetime = _timestamp()
+    secret_rotated_at: datetime = _timestamp()
+
+
+class Operator(SQLModel, table=True):
+    __tablename__ = "operators"
+
+    id: UUID = Field(primary_key=True)
+    username: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    password_hash: str = Field(sa_column=Column(String(255), nullable=False))
+    role: str = Field(sa_column=Column(String(32), nullable=False))
+    created_at: datetime = _timestamp()
+
+
+class RefreshToken(SQLModel, table=True):
+    """One refresh token of a sign-in ``family``; rotation marks it used and issues the next one."""
+
+    __tablename__ = "refresh_tokens"
+    __table_args__ = (
+        Index("ix_refresh_tokens_family_id", "family_id"),
+        Index("ix_refresh_tokens_subject_id", "subject_id"),
+    )
+
+    id: UUID = Field(primary_key=True)
+    family_id: UUID = Field(nullable=False)
+    token_hash: bytes = Field(sa_column=Column(LargeBinary, unique=True, nullable=False))
+    subject_id: UUID = Field(nullable=False)
+    role: str = Field(sa_column=Column(String(32), nullable=False))
+    issued_at: datetime = _timestamp()
+    expires_at: datetime = _timestamp(default_now=False)
+    used_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    revoked_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    client_ip: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    user_agent: str | None = Field(default=None, sa_column=Column(String(255), nullable=True))
+
+
+class TokenSigningKey(SQLModel, table=True):
+    """Public keys that sign access tokens; a retired key is published until its last token expires."""
+
+    __tablename__ = "token_signing_keys"
+
+    kid: str = Field(sa_column=Column(String(32), primary_key=True))
+    algorithm: str = Field(sa_column=Column(String(16), nullable=False))
+    public_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = _timestamp()
+    retired_at: datetime | None = _timestamp(nullable=True, default_now=False)
+
+
+class RateLimitWindow(SQLModel, table=True):
+    """Hits of one bucket (e.g. ``otp:phone:<hash>``) in one fixed window."""
+
+    __tablename__ = "rate_limit_windows"
+
+    bucket: str = Field(sa_column=Column(String(200), primary_key=True))
+    window_start: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    hits: int = Field(sa_column=Column(Integer, nullable=False))
+
+
+class OperatorAuditEntry(SQLModel, table=True):
+    """Who changed what, when, from where (append-only)."""
+
+    __tablename__ = "operator_audit_log"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    at: datetime = _timestamp()
+    operator_id: UUID | None = Field(default=None, nullable=True)
+    operator_username: str = Field(sa_column=Column(String(64), nullable=False))
+    action: str = Field(sa_column=Column(String(64), nullable=False))
+    target_type: str = Field(sa_column=Column(String(32), nullable=False))
+    target_id: str = Field(sa_column=Column(String(64), nullable=False))
+    details: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    )
+    client_ip: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))

@@ -1,0 +1,193 @@
+"""Request and response bodies of the identity routes (never the table models themselves)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from msgspec import Meta, Struct
+
+from api.auth.models import Merchant, OperatorAuditEntry, Partner
+from api.auth.service import IssuedCredentials, SessionInfo, SignedIn
+from api.auth.tokens import IssuedToken
+from domain.identity import PartnerKind
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Secret = Annotated[str, Meta(min_length=1, max_length=1024)]
+
+
+class OtpRequest(Struct):
+    phone: Annotated[str, Meta(min_length=6, max_length=32, examples=["+8613800138000"])]
+
+
+class OtpSent(Struct):
+    expires_in: int
+
+
+class OtpVerify(Struct):
+    phone: Annotated[str, Meta(min_length=6, max_length=32)]
+    code: Annotated[str, Meta(pattern=r"^[0-9]{6}$")]
+
+
+class IdTokenExchange(Struct):
+    id_token: Annotated[str, Meta(min_length=1, max_length=8192)]
+
+
+class OperatorLogin(Struct):
+    username: Annotated[str, Meta(min_length=1, max_length=64)]
+    password: Secret
+
+
+class RefreshRequest(Struct):
+    refresh_token: Secret
+
+
+class TokenPair(Struct):
+    access_token: str
+    token_type: str
+    expires_in: int
+    scope: str
+    refresh_token: str | None = None
+
+    @classmethod
+    def of(cls, signed_in: SignedIn) -> TokenPair:
+        return cls.from_token(signed_in.access, signed_in.refresh_token)
+
+    @classmethod
+    def from_token(cls, token: IssuedToken, refresh_token: str | None = None) -> TokenPair:
+        return cls(
+            access_token=token.token,
+            token_type="Bearer",
+            expires_in=token.expires_in,
+            scope=token.scope,
+            refresh_token=refresh_token,
+        )
+
+
+class ResidentProfile(Struct):
+    id: UUID
+    created_at: datetime
+    sign_in_methods: list[str]
+
+
+class SessionOut(Struct):
+    id: UUID
+    signed_in_at: datetime
+    last_refreshed_at: datetime
+    expires_at: datetime
+    client_ip: str | None
+    user_agent: str | None
+
+    @classmethod
+    def of(cls, info: SessionInfo) -> SessionOut:
+        return cls(
+            id=info.id,
+            signed_in_at=info.signed_in_at,
+            last_refreshed_at=info.last_refreshed_at,
+            expires_at=info.expires_at,
+            client_ip=info.client_ip,
+            user_agent=info.user_agent,
+        )
+
+
+class NewMerchant(Struct):
+    name: Name
+
+
+class NewPartner(Struct):
+    name: Name
+    kind: PartnerKind
+    api_base_url: Annotated[str, Meta(pattern=r"^https?://[^\s]+$", max_length=500)]
+
+
+class MerchantOut(Struct):
+    id: UUID
+    name: str
+    created_at: datetime
+    client_ids: list[str]
+
+    @classmethod
+    def of(cls, merchant: Merchant, client_ids: list[str]) -> MerchantOut:
+        return cls(id=merchant.id, name=merchant.name, created_at=merchant.created_at, client_ids=client_ids)
+
+
+class PartnerOut(Struct):
+    id: UUID
+    name: str
+    kind: str
+    api_base_url: str
+    created_at: datetime
+    client_ids: list[str]
+
+    @classmethod
+    def of(cls, partner: Partner, client_ids: list[str]) -> PartnerOut:
+        return cls(
+            id=partner.id,
+            name=partner.name,
+            kind=partner.kind,
+            api_base_url=partner.api_base_url,
+            created_at=partner.created_at,
+            client_ids=client_ids,
+        )
+
+
+class CredentialsOut(Struct):
+    """Shown once: store the secrets now; only their hashes (or, for the webhook secret, a sealed copy) are kept."""
+
+    client_id: str
+    client_secret: str
+    webhook_secret: str | None = None
+
+    @classmethod
+    def of(cls, issued: IssuedCredentials) -> CredentialsOut:
+        return cls(issued.client_id, issued.client_secret, issued.webhook_secret)
+
+
+class MerchantCreated(Struct):
+    merchant: MerchantOut
+    credentials: CredentialsOut
+
+
+class PartnerCreated(Struct):
+    partner: PartnerOut
+    credentials: CredentialsOut
+
+
+class AuditEntryOut(Struct):
+    id: int
+    at: datetime
+    operator_id: UUID | None
+    operator_username: str
+    action: str
+    target_type: str
+    target_id: str
+    details: dict[str, object]
+    client_ip: str | None
+
+    @classmethod
+    def of(cls, entry: OperatorAuditEntry) -> AuditEntryOut:
+        return cls(
+            id=entry.id or 0,
+            at=entry.at,
+            operator_id=entry.operator_id,
+            operator_username=entry.operator_username,
+            action=entry.action,
+            target_type=entry.target_type,
+            target_id=entry.target_id,
+            details=entry.details,
+            client_ip=entry.client_ip,
+        )
+
+
+class JsonWebKey(Struct):
+    kty: str
+    crv: str
+    x: str
+    kid: str
+    alg: str
+    use: str
+
+
+class JsonWebKeySet(Struct):
+    keys: list[JsonWebKey]

@@ -1,0 +1,135 @@
+"""Access tokens: short-lived EdDSA JWTs (RFC 9068 profile), and their strict verification.
+
+Verification pins the algorithm to EdDSA before looking at the token, takes the key only by a
+known ``kid`` (never from the token), and requires every claim we issue. That refuses ``alg: none``,
+HS256 tokens "signed" with our public key (algorithm confusion), unknown keys, other issuers or
+audiences, expired or not-yet-valid tokens, tampered payloads, and unknown roles.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from api.auth.keys import TokenSigningKey
+from domain.identity import SCOPES_BY_ROLE, Principal, Role, TokenExpired, TokenInvalid
+
+ALGORITHM = "EdDSA"
+TOKEN_TYPE = "at+jwt"
+REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "nbf", "jti", "role", "scope")
+#: Clock skew tolerated between this service's instances and for `nbf`/`exp`.
+LEEWAY_S = 5
+
+_BEARER_ERROR = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+    scope: str
+
+
+class AccessTokens:
+    """Issues tokens with this process's key; verifies with every published key (``keys`` by kid).
+
+    ``reload_keys`` is called (at most every ``reload_interval_s``) when a token names a kid this
+    process does not know yet: another instance may have rotated to a new key.
+    """
+
+    def __init__(
+        self,
+        signing_key: TokenSigningKey,
+        *,
+        issuer: str,
+        audience: str,
+        ttl: timedelta,
+        keys: Mapping[str, Ed25519PublicKey],
+        reload_keys: Callable[[], Awaitable[Mapping[str, Ed25519PublicKey]]] | None = None,
+        reload_interval_s: float = 5.0,
+    ) -> None:
+        self.signing_key = signing_key
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl = ttl
+        self._keys = dict(keys)
+        self._keys.setdefault(signing_key.kid, signing_key.public_key)
+        self._reload_keys = reload_keys
+        self._reload_interval_s = reload_interval_s
+        self._reloaded_at: datetime | None = None
+
+    def issue(self, subject_id: uuid.UUID, role: Role, now: datetime) -> IssuedToken:
+        scope = " ".join(SCOPES_BY_ROLE[role])
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": str(subject_id),
+            "iat": int(now.timestamp()),
+            "nbf": int(now.timestamp()),
+            "exp": int((now + self.ttl).timestamp()),
+            "jti": uuid.uuid4().hex,
+            "role": role.value,
+            "scope": scope,
+        }
+        token = jwt.encode(
+            claims,
+            self.signing_key.private_key,
+            algorithm=ALGORITHM,
+            headers={"kid": self.signing_key.kid, "typ": TOKEN_TYPE},
+        )
+        return IssuedToken(token=token, expires_in=int(self.ttl.total_seconds()), scope=scope)
+
+    async def verify(self, token: str, now: datetime) -> Principal:
+        """The principal of a valid token; ``TokenInvalid`` / ``TokenExpired`` otherwise."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise TokenInvalid("the token is not a well-formed JWT", headers=_BEARER_ERROR) from exc
+        if header.get("alg") != ALGORITHM:
+            raise TokenInvalid(f"tokens must be signed with {ALGORITHM}", headers=_BEARER_ERROR)
+        if header.get("typ") != TOKEN_TYPE:
+            raise TokenInvalid(f"the token type must be {TOKEN_TYPE}", headers=_BEARER_ERROR)
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise TokenInvalid("the token names no key id", headers=_BEARER_ERROR)
+        key = self._keys.get(kid) or await self._reload_for(kid, now)
+        if key is None:
+            raise TokenInvalid("the token's key id is unknown", headers=_BEARER_ERROR)
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=LEEWAY_S,
+                options={"require": list(REQUIRED_CLAIMS), "verify_signature": True},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenExpired(headers=_BEARER_ERROR) from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise TokenInvalid("the token is not valid yet", headers=_BEARER_ERROR) from exc
+        except jwt.PyJWTError as exc:
+            raise TokenInvalid(f"the token was refused: {exc}", headers=_BEARER_ERROR) from exc
+        try:
+            role = Role(claims["role"])
+            subject_id = uuid.UUID(claims["sub"])
+        except ValueError as exc:
+            raise TokenInvalid("the token's subject or role is not valid", headers=_BEARER_ERROR) from exc
+        return Principal(
+            subject_id=subject_id, role=role, token_id=str(claims["jti"]), scopes=tuple(str(claims["scope"]).split())
+        )
+
+    async def _reload_for(self, kid: str, now: datetime) -> Ed25519PublicKey | None:
+        if self._reload_keys is None:
+            return None
+        if self._reloaded_at is not None and (now - self._reloaded_at).total_seconds() < self._reload_interval_s:
+            return None
+        self._reloaded_at = now
+        self._keys.update(await self._reload_keys())
+        return self._keys.get(kid)

@@ -1,0 +1,105 @@
+"""A small JSON HTTP server in a background thread, the base of every simulator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+#: A route: (method, path) -> handler(query, body) -> (status, JSON body)
+Handler = Callable[[dict[str, list[str]], Any], tuple[int, Any]]
+
+
+class SimulatorServer:
+    """Serves ``routes`` on 127.0.0.1 (port 0 = any free port) until ``stop()``."""
+
+    name = "simulator"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._routes: dict[tuple[str, str], Handler] = {}
+        simulator = self
+
+        class RequestHandler(BaseHTTPRequestHandler):
+            def _dispatch(self, method: str) -> None:
+                url = urlsplit(self.path)
+                handler = simulator._routes.get((method, url.path))
+                if handler is None:
+                    self._reply(404, {"error": "not_found"})
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    self._reply(400, {"error": "invalid_json"})
+                    return
+                status, payload = handler(parse_qs(url.query), body)
+                self._reply(status, payload)
+
+            def _reply(self, status: int, payload: Any) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
+                self._dispatch("GET")
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._dispatch("POST")
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                return
+
+        self._server = ThreadingHTTPServer((host, port), RequestHandler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    def route(self, method: str, path: str, handler: Handler) -> None:
+        self._routes[(method, path)] = handler
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> SimulatorServer:
+        self._thread = threading.Thread(target=self._server.serve_forever, name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> SimulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_forever(factory: Callable[[str, int], SimulatorServer], description: str) -> None:
+    """Command-line entry: serve until Ctrl-C."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    server = factory(args.host, args.port)
+    server.start()
+    print(f"{server.name} listening on {server.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
