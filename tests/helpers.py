@@ -167,7 +167,9 @@ def random_phone() -> str:
 
 def last_code(sms_gateway: Any, phone: str) -> str:
     """The one-time code in the last message the simulator received for ``phone``."""
-    messages = sms_gateway.messages_to(phone)
+    from domain.identity import normalize_phone
+
+    messages = sms_gateway.messages_to(normalize_phone(phone))
     assert messages, f"no SMS was sent to {phone}"
     match = re.search(r"\b(\d{6})\b", messages[-1])
     assert match is not None, messages[-1]

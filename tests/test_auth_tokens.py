@@ -235,7 +235,7 @@ async def test_jwks_publishes_the_signing_key(api: AsyncTestClient) -> None:
 async def test_key_rotation_keeps_old_tokens_valid(
     database_url: str, sms_gateway: Any, city_idp: Any, api: AsyncTestClient
 ) -> None:
-    """A restart with a new key: tokens of the old key still verify, both keys are published, new tokens use the new one."""
+    """A restart with a new key: old tokens still verify, both keys are published, new tokens use the new key."""
     old_tokens = await sign_in_resident(api, sms_gateway)
     new_seed = base64.b64encode(b"\x42" * 32).decode()
     rotated = create_app(identity_settings(sms_gateway, city_idp, token_signing_key=new_seed), database_url)
