@@ -15,7 +15,7 @@ from uuid import UUID
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
-from litestar.params import HeaderParameter, JSONBody, QueryParameter
+from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import service
@@ -212,7 +212,10 @@ class MeController(Controller):
 
     @delete("/sessions/{session_id:uuid}", status_code=204, summary="Sign out one of the resident's devices")
     async def revoke_session(
-        self, session_id: UUID, db_session: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+        self,
+        session_id: Annotated[UUID, PathParameter()],
+        db_session: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
     ) -> None:
         await service.revoke_session(db_session, principal.subject_id, session_id)
 
@@ -272,7 +275,7 @@ class OperatorController(Controller):
     )
     async def rotate_secret(
         self,
-        client_id: str,
+        client_id: Annotated[str, PathParameter(max_length=64)],
         db_session: NamedDependency[AsyncSession],
         identity: NamedDependency[IdentityRuntime],
         principal: NamedDependency[Principal],

@@ -1,0 +1,161 @@
+"""Operators register merchants and partners; their clients sign in with client credentials; every change is audited."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+from litestar.testing import AsyncTestClient
+
+from api.auth.keys import ServerSecret, decode_seed
+from tests.helpers import APP_ROLE, TEST_SERVER_SECRET, bearer, sign_in_operator
+
+PARTNER = {"name": "Shanghai Metro", "kind": "transit", "api_base_url": "http://127.0.0.1:9/metro"}
+
+
+async def token_for(api: AsyncTestClient, credentials: dict[str, Any], style: str = "form") -> Any:
+    pair = {"client_id": credentials["client_id"], "client_secret": credentials["client_secret"]}
+    if style == "form":
+        return await api.post("/v1/auth/token", data={"grant_type": "client_credentials", **pair})
+    if style == "json":
+        return await api.post("/v1/auth/token", json={"grant_type": "client_credentials", **pair})
+    basic = base64.b64encode(f"{pair['client_id']}:{pair['client_secret']}".encode()).decode()
+    return await api.post(
+        "/v1/auth/token", data={"grant_type": "client_credentials"}, headers={"Authorization": f"Basic {basic}"}
+    )
+
+
+@pytest.fixture(scope="module")
+async def admin(api: AsyncTestClient, database_url: str) -> dict[str, str]:
+    return bearer(await sign_in_operator(api, database_url, "admin"))
+
+
+async def test_merchant_credentials_work_as_form_json_and_basic(
+    api: AsyncTestClient, admin: dict[str, str], owner_conn: asyncpg.Connection
+) -> None:
+    created = await api.post("/v1/operator/merchants", json={"name": "Green grocer"}, headers=admin)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    credentials = body["credentials"]
+    assert credentials["client_id"].startswith("mer_") and credentials["webhook_secret"] is None
+    for style in ("form", "json", "basic"):
+        response = await token_for(api, credentials, style)
+        assert response.status_code == 200, (style, response.text)
+        token = response.json()
+        assert token["token_type"] == "Bearer" and token["refresh_token"] is None and token["scope"] == "merchant"
+        assert response.headers["cache-control"] == "no-store"
+        me = await api.get("/v1/merchant/me", headers=bearer(token))
+        assert me.json()["id"] == body["merchant"]["id"] and me.json()["name"] == "Green grocer"
+    stored = await owner_conn.fetchval(
+        "SELECT secret_hash FROM api_clients WHERE client_id = $1", credentials["client_id"]
+    )
+    assert stored.startswith("$argon2id$") and credentials["client_secret"] not in stored
+
+
+async def test_wrong_or_missing_client_credentials_are_refused(api: AsyncTestClient, admin: dict[str, str]) -> None:
+    credentials = (await api.post("/v1/operator/merchants", json={"name": "Bakery"}, headers=admin)).json()[
+        "credentials"
+    ]
+    wrong = await token_for(api, {**credentials, "client_secret": credentials["client_secret"] + "x"})
+    assert wrong.status_code == 401 and wrong.json()["code"] == "invalid_credentials"
+    unknown = await token_for(api, {**credentials, "client_id": "mer_0000000000000000"})
+    assert unknown.status_code == 401 and unknown.json()["code"] == "invalid_credentials"
+    grant = await api.post("/v1/auth/token", data={"grant_type": "password", **credentials})
+    assert grant.status_code == 422 and grant.json()["error"] == "unsupported_grant_type"
+    missing = await api.post("/v1/auth/token", data={"grant_type": "client_credentials"})
+    assert missing.status_code == 422 and missing.json()["error"] == "invalid_request"
+
+
+async def test_partner_gets_a_webhook_secret_kept_sealed(
+    api: AsyncTestClient, admin: dict[str, str], owner_conn: asyncpg.Connection
+) -> None:
+    created = await api.post("/v1/operator/partners", json=PARTNER, headers=admin)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    credentials = body["credentials"]
+    assert credentials["client_id"].startswith("par_") and credentials["webhook_secret"].startswith("whsec_")
+    sealed = await owner_conn.fetchval(
+        "SELECT webhook_secret_sealed FROM partners WHERE id = $1", uuid.UUID(body["partner"]["id"])
+    )
+    assert credentials["webhook_secret"].encode() not in sealed
+    assert ServerSecret(decode_seed(TEST_SERVER_SECRET)).unseal(sealed) == credentials["webhook_secret"]
+    token = (await token_for(api, credentials)).json()
+    assert token["scope"] == "partner actions:write"
+    me = (await api.get("/v1/partner/me", headers=bearer(token))).json()
+    assert me["kind"] == "transit" and me["api_base_url"] == PARTNER["api_base_url"]
+
+
+async def test_partner_input_is_validated(api: AsyncTestClient, admin: dict[str, str]) -> None:
+    for bad in ({**PARTNER, "kind": "airline"}, {**PARTNER, "api_base_url": "ftp://x"}, {"name": ""}):
+        response = await api.post("/v1/operator/partners", json=bad, headers=admin)
+        assert response.status_code == 422 and response.json()["code"] == "invalid_input", bad
+
+
+async def test_rotating_a_secret_retires_the_old_one(api: AsyncTestClient, admin: dict[str, str]) -> None:
+    old = (await api.post("/v1/operator/merchants", json={"name": "Cafe"}, headers=admin)).json()["credentials"]
+    rotated = await api.post(f"/v1/operator/clients/{old['client_id']}/secret", headers=admin)
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()
+    assert new["client_id"] == old["client_id"] and new["client_secret"] != old["client_secret"]
+    assert (await token_for(api, old)).status_code == 401
+    assert (await token_for(api, new)).status_code == 200
+    missing = await api.post("/v1/operator/clients/mer_doesnotexist0000/secret", headers=admin)
+    assert missing.status_code == 404 and missing.json()["code"] == "client_not_found"
+
+
+async def test_a_repeated_idempotency_key_creates_nothing_twice(
+    api: AsyncTestClient, admin: dict[str, str], owner_conn: asyncpg.Connection
+) -> None:
+    key = {"Idempotency-Key": f"create-{uuid.uuid4()}"}
+    first = await api.post("/v1/operator/merchants", json={"name": "Noodles"}, headers={**admin, **key})
+    assert first.status_code == 201
+    again = await api.post("/v1/operator/merchants", json={"name": "Noodles"}, headers={**admin, **key})
+    assert again.status_code == 409 and again.json()["code"] == "already_created"
+    assert again.json()["id"] == first.json()["merchant"]["id"]
+    assert (
+        await owner_conn.fetchval("SELECT count(*) FROM merchants WHERE idempotency_key = $1", key["Idempotency-Key"])
+        == 1
+    )
+
+
+async def test_auditors_read_but_do_not_change(api: AsyncTestClient, database_url: str) -> None:
+    auditor = bearer(await sign_in_operator(api, database_url, "auditor"))
+    assert (await api.get("/v1/operator/merchants", headers=auditor)).status_code == 200
+    assert (await api.get("/v1/operator/partners", headers=auditor)).status_code == 200
+    assert (await api.get("/v1/operator/audit-log", headers=auditor)).status_code == 200
+    for path, body in (("/v1/operator/merchants", {"name": "x"}), ("/v1/operator/partners", PARTNER)):
+        response = await api.post(path, json=body, headers=auditor)
+        assert response.status_code == 403 and response.json()["code"] == "forbidden"
+    assert (await api.post("/v1/operator/clients/mer_x/secret", headers=auditor)).status_code == 403
+
+
+async def test_every_operator_write_is_in_the_audit_log(
+    api: AsyncTestClient, database_url: str, owner_conn: asyncpg.Connection
+) -> None:
+    signed_in = await sign_in_operator(api, database_url, "admin")
+    admin = bearer(signed_in)
+    merchant = (await api.post("/v1/operator/merchants", json={"name": "Audited"}, headers=admin)).json()
+    partner = (await api.post("/v1/operator/partners", json=PARTNER, headers=admin)).json()
+    await api.post(f"/v1/operator/clients/{merchant['credentials']['client_id']}/secret", headers=admin)
+    entries = (await api.get("/v1/operator/audit-log", params={"limit": 3}, headers=admin)).json()
+    assert [e["action"] for e in entries] == ["client.rotate_secret", "partner.create", "merchant.create"]
+    assert {e["operator_username"] for e in entries} == {signed_in["username"]}
+    assert {e["client_ip"] for e in entries} == {"testclient"}
+    assert entries[1]["target_id"] == partner["partner"]["id"] and entries[2]["target_id"] == merchant["merchant"]["id"]
+    assert all("client_secret" not in str(e["details"]) and "whsec_" not in str(e["details"]) for e in entries)
+    older = (
+        await api.get("/v1/operator/audit-log", params={"before_id": entries[-1]["id"], "limit": 1}, headers=admin)
+    ).json()
+    assert older[0]["id"] < entries[-1]["id"]
+    # The log is append-only, even for the service's own role.
+    conn = await asyncpg.connect(database_url, server_settings={"role": APP_ROLE})
+    try:
+        with pytest.raises(asyncpg.PostgresError):
+            await conn.execute("UPDATE operator_audit_log SET action = 'nothing' WHERE id = $1", entries[0]["id"])
+        with pytest.raises(asyncpg.PostgresError):
+            await conn.execute("DELETE FROM operator_audit_log WHERE id = $1", entries[0]["id"])
+    finally:
+        await conn.close()
