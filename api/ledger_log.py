@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter
 from msgspec import Struct
 
+from api.auth.guards import authenticate
 from api.settings import Settings
-from domain.errors import CarbonRewardsError, ErrorKind
 from ledger.checkpoint import Checkpoint, timestamp_millis
 from ledger.transparency import LogReader
 
@@ -76,12 +76,6 @@ class ConsistencyProofOut(Struct):
     consistency_path: list[str]
 
 
-class InclusionProofsRestricted(CarbonRewardsError):
-    code = "inclusion_proofs_restricted"
-    kind = ErrorKind.FORBIDDEN
-    title = "Inclusion proofs are not public on this deployment"
-
-
 _SIZE = {"ge": 0, "le": 2**62, "description": "Number of leaves of a signed checkpoint"}
 TreeSizeQuery = Annotated[int, QueryParameter(**_SIZE)]  # type: ignore[arg-type]
 TreeSizePath = Annotated[int, PathParameter(**_SIZE)]  # type: ignore[arg-type]
@@ -108,19 +102,26 @@ class LedgerLogController(Controller):
             keys=[PublicKeyOut(k.key_id, k.algorithm, _b64(k.public_key)) for k in keys],
         )
 
-    @get("/proofs/inclusion", summary="Proof that a transfer is in the tree of a signed checkpoint")
+    @get(
+        "/proofs/inclusion",
+        summary="Proof that a transfer is in the tree of a signed checkpoint",
+        description="Needs a token unless CARBON_PUBLIC_INCLUSION_PROOFS is set: operators get any transfer; "
+        "residents, merchants and partners only transfers on their own accounts (any other is 404, like a "
+        "transfer that does not exist).",
+    )
     async def inclusion(
         self,
+        request: Request[Any, Any, Any],
         log_reader: NamedDependency[LogReader],
         settings: NamedDependency[Settings],
         transfer_id: TransferIdQuery,
         tree_size: TreeSizeQuery,
     ) -> InclusionProofOut:
+        owner_ref = None
         if not settings.public_inclusion_proofs:
-            raise InclusionProofsRestricted(
-                "set CARBON_PUBLIC_INCLUSION_PROOFS=true to serve them until signed-in access exists"
-            )
-        proof = await log_reader.inclusion_proof(transfer_id, tree_size)
+            principal = await authenticate(request)
+            owner_ref = None if principal.is_operator else principal.owner_ref
+        proof = await log_reader.inclusion_proof(transfer_id, tree_size, owner_ref=owner_ref)
         return InclusionProofOut(
             checkpoint=CheckpointOut.of(proof.checkpoint, log_reader.origin),
             transfer_id=transfer_id,

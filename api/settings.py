@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     )
     public_inclusion_proofs: bool = Field(
         default=False,
-        description="Serve inclusion proofs (which reveal a transfer's fields) to anyone who knows a transfer id.",
+        description="Serve inclusion proofs (which reveal a transfer's fields) to anyone who knows a transfer id; "
+        "unset = only to operators and to the owners of the transfer's accounts.",
     )
 
     # ---------------------------------------------------------------------------- identity and access

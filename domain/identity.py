@@ -56,6 +56,11 @@ class Principal:
     def is_operator(self) -> bool:
         return self.role in OPERATOR_ROLES
 
+    @property
+    def owner_ref(self) -> str:
+        """How ledger accounts name this caller as their owner: ``resident:<id>``, ``merchant:<id>``…"""
+        return f"{self.role.value}:{self.subject_id}"
+
 
 # ------------------------------------------------------------------------------------ one-time codes
 

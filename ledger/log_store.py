@@ -238,13 +238,22 @@ class ConsistencyProof:
     hashes: list[bytes]
 
 
-async def inclusion_proof(conn: asyncpg.Connection, transfer_id: UUID, tree_size: int) -> InclusionProof:
-    """Proof that a transfer is leaf ``position`` of the checkpointed tree of ``tree_size`` leaves."""
+async def inclusion_proof(
+    conn: asyncpg.Connection, transfer_id: UUID, tree_size: int, *, owner_ref: str | None = None
+) -> InclusionProof:
+    """Proof that a transfer is leaf ``position`` of the checkpointed tree of ``tree_size`` leaves.
+
+    With ``owner_ref``, only a transfer debiting or crediting an account of that owner is found;
+    anyone else's transfer is reported exactly like a transfer that does not exist.
+    """
     cp = await checkpoint_at(conn, tree_size)
     row = await conn.fetchrow(
         f"SELECT l.position, l.leaf_hash, {LEAF_COLUMNS} FROM ledger_log AS l "
-        "JOIN ledger_transfers AS t ON t.id = l.transfer_id WHERE l.transfer_id = $1",
+        "JOIN ledger_transfers AS t ON t.id = l.transfer_id WHERE l.transfer_id = $1 "
+        "AND ($2::text IS NULL OR EXISTS (SELECT FROM ledger_accounts AS a "
+        "WHERE a.id IN (t.debit_account_id, t.credit_account_id) AND a.owner_ref = $2))",
         transfer_id,
+        owner_ref,
     )
     if row is None or row["position"] >= tree_size:
         raise TransferNotSealed(

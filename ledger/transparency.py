@@ -33,9 +33,11 @@ class LogReader:
         async with self.pool.acquire() as conn:
             return list((await log_store.public_keys(conn)).values())
 
-    async def inclusion_proof(self, transfer_id: UUID, tree_size: int) -> log_store.InclusionProof:
+    async def inclusion_proof(
+        self, transfer_id: UUID, tree_size: int, *, owner_ref: str | None = None
+    ) -> log_store.InclusionProof:
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            return await log_store.inclusion_proof(conn, transfer_id, tree_size)
+            return await log_store.inclusion_proof(conn, transfer_id, tree_size, owner_ref=owner_ref)
 
     async def consistency_proof(self, first: int, second: int) -> log_store.ConsistencyProof:
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):

@@ -38,6 +38,7 @@ async def make_account(
     unit: LedgerUnit = LedgerUnit.POINTS,
     limited: bool = True,
     credit_limited: bool = False,
+    owner_ref: str | None = None,
 ) -> UUID:
     """A new account; resident-like accounts may not spend more than they were credited."""
     account_id = uuid.uuid4()
@@ -47,7 +48,7 @@ async def make_account(
                 id=account_id,
                 ledger=unit,
                 code=code,
-                owner_ref=f"test:{account_id}",
+                owner_ref=owner_ref or f"test:{account_id}",
                 debits_must_not_exceed_credits=limited and not credit_limited,
                 credits_must_not_exceed_debits=credit_limited,
             )

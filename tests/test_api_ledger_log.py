@@ -118,9 +118,3 @@ async def test_bad_requests_get_clear_problems(
     assert response.json()["code"] == code
 
 
-async def test_inclusion_proofs_are_not_public_unless_enabled(database_url: str) -> None:
-    async with AsyncTestClient(app=create_app(settings(), database_url)) as client:
-        params = {"transfer_id": "00000000-0000-0000-0000-000000000001", "tree_size": 1}
-        response = await client.get("/v1/ledger/proofs/inclusion", params=params)
-    assert response.status_code == 403
-    assert response.json()["code"] == "inclusion_proofs_restricted"
