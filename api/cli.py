@@ -170,7 +170,7 @@ async def _create_operator(settings: Settings, username: str, role: str) -> int:
         await migrate(url, settings.db_app_role)
         engine = open_engine(settings, url)
         try:
-            async with async_sessionmaker(engine)() as session, session.begin():
+            async with async_sessionmaker(engine, expire_on_commit=False)() as session, session.begin():
                 operator = await create_operator(
                     session, password_hasher(), username, password, Role(f"operator_{role}"), RequestMeta("cli", None)
                 )

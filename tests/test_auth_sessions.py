@@ -10,7 +10,13 @@ import asyncpg
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from tests.helpers import bearer, create_operator, identity_settings, sign_in_operator, sign_in_resident
+from tests.helpers import (
+    bearer,
+    create_operator,
+    identity_settings,
+    sign_in_operator,
+    sign_in_resident,
+)
 
 
 async def refresh(api: AsyncTestClient, token: str) -> Any:

@@ -1,12 +1,15 @@
-"""End to end: `carbon-rewards serve` on an embedded PostgreSQL, `db-url`, Ctrl-C, and a restart."""
+"""End to end: `carbon-rewards serve` on an embedded PostgreSQL, `db-url`, Ctrl-C, a restart in demo mode,
+an operator created from the command line, and a resident signing in with the code from the log."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -52,21 +55,30 @@ def embedded_env() -> dict[str, str]:
 
 
 class Service:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *options: str) -> None:
         self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [*CLI, "serve", "--port", str(self.port), "--data-dir", str(data_dir)],
+            [*CLI, "serve", "--port", str(self.port), "--data-dir", str(data_dir), *options],
             env=embedded_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
+        self.output: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:  # type: ignore[union-attr]
+            self.output.append(line)
 
     def wait_ready(self, timeout: float = 120) -> dict:  # type: ignore[type-arg]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"service exited early:\n{self.process.stdout.read()}")  # type: ignore[union-attr]
+                self._reader.join(timeout=5)
+                raise AssertionError("service exited early:\n" + "".join(self.output))
             try:
                 response = httpx.get(f"http://127.0.0.1:{self.port}/health/ready", timeout=2)
                 if response.status_code == 200:
@@ -123,7 +135,7 @@ async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path) -> Non
     assert not postgres_processes(data_dir), "Ctrl-C must stop the embedded PostgreSQL"
     assert db_url(data_dir).returncode == 1  # nothing running any more
 
-    restarted = Service(data_dir)
+    restarted = Service(data_dir, "--demo")
     try:
         restarted.wait_ready()
         conn = await asyncpg.connect(db_url(data_dir).stdout.strip().splitlines()[-1])
@@ -131,19 +143,51 @@ async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path) -> Non
             assert await conn.fetchval("SELECT count(*) FROM ledger_accounts WHERE id = $1", marker) == 1
         finally:
             await conn.close()
-        # The checkpoint key was generated once into the data directory and survived the restart.
-        key_file = data_dir / "ledger-signing-key"
-        assert key_file.stat().st_mode & 0o777 == 0o600
-        keys = httpx.get(f"http://127.0.0.1:{restarted.port}/v1/ledger/public-keys", timeout=10).json()["keys"]
+        # The keys were generated once into the data directory, readable by the owner only, and survived.
+        for name in ("ledger-signing-key", "token-signing-key", "server-secret"):
+            assert (data_dir / name).stat().st_mode & 0o777 == 0o600, name
+        keys = httpx.get(f"{restarted.url}/v1/ledger/public-keys", timeout=10).json()["keys"]
         assert len(keys) == 1
-        assert httpx.get(f"http://127.0.0.1:{restarted.port}/v1/ledger/checkpoints/latest", timeout=10).is_success
+        assert httpx.get(f"{restarted.url}/v1/ledger/checkpoints/latest", timeout=10).is_success
         verified = subprocess.run(
             [*CLI, "ledger", "verify", "--data-dir", str(data_dir)],
             env=embedded_env(), capture_output=True, text=True, timeout=180,
         )
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert "OK" in verified.stdout
-        assert restarted.wait_ready(timeout=10), "verifying must leave the service's database running"
+
+        # An operator created from the command line while the service runs can sign in.
+        created = subprocess.run(
+            [*CLI, "operator", "create", "--username", "city-admin", "--role", "admin", "--data-dir", str(data_dir)],
+            env={**embedded_env(), "CARBON_OPERATOR_PASSWORD": "a long enough password"},
+            capture_output=True, text=True, timeout=180,
+        )
+        assert created.returncode == 0, created.stdout + created.stderr
+        login = httpx.post(
+            f"{restarted.url}/v1/auth/operator/login",
+            json={"username": "city-admin", "password": "a long enough password"},
+            timeout=30,
+        )
+        assert login.status_code == 200, login.text
+
+        # Demo mode: a resident signs in with the code the service wrote to its log.
+        phone = "+8613800138000"
+        assert httpx.post(f"{restarted.url}/v1/auth/otp", json={"phone": phone}, timeout=30).status_code == 202
+        code = None
+        for _ in range(100):
+            found = [m.group(1) for line in restarted.output if phone in line
+                     for m in [re.search(r"code is (\d{6})", line)] if m]
+            if found:
+                code = found[-1]
+                break
+            time.sleep(0.1)
+        assert code is not None, "".join(restarted.output)
+        tokens = httpx.post(f"{restarted.url}/v1/auth/otp/verify", json={"phone": phone, "code": code}, timeout=30)
+        assert tokens.status_code == 200, tokens.text
+        me = httpx.get(f"{restarted.url}/v1/me", headers={"Authorization": f"Bearer {tokens.json()['access_token']}"})
+        assert me.status_code == 200 and me.json()["sign_in_methods"] == ["phone"]
+
+        assert restarted.wait_ready(timeout=10), "the commands must leave the service's database running"
         assert restarted.interrupt() in (0, 130)
     finally:
         restarted.kill()
