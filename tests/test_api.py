@@ -70,3 +70,21 @@ async def test_openapi_schema_is_3_1_and_lists_the_probes(client: AsyncTestClien
         schema["paths"]
     )
     assert (await client.get("/schema")).status_code == 200
+
+
+async def test_openapi_documents_sign_in_and_bearer_routes(client: AsyncTestClient) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    sign_in = {
+        "/v1/auth/otp",
+        "/v1/auth/otp/verify",
+        "/v1/auth/exchange",
+        "/v1/auth/token",
+        "/v1/auth/refresh",
+        "/v1/auth/operator/login",
+        "/v1/auth/logout",
+        "/.well-known/jwks.json",
+    }
+    assert sign_in <= set(schema["paths"])
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert schema["paths"]["/v1/me"]["get"]["security"] == [{"bearer": []}]
+    assert "security" not in schema["paths"]["/v1/auth/otp"]["post"]

@@ -192,6 +192,7 @@ class JwksController(Controller):
 
 
 class MeController(Controller):
+    security = [{"bearer": []}]
     path = "/v1/me"
     tags = ["residents"]
     guards = [RESIDENT_ONLY]
@@ -221,6 +222,7 @@ class MeController(Controller):
 
 
 class OperatorController(Controller):
+    security = [{"bearer": []}]
     path = "/v1/operator"
     tags = ["operators"]
     guards = [ANY_OPERATOR]
@@ -296,6 +298,7 @@ class OperatorController(Controller):
 
 
 class MerchantController(Controller):
+    security = [{"bearer": []}]
     path = "/v1/merchant"
     tags = ["merchants"]
     guards = [MERCHANT_ONLY]
@@ -307,6 +310,7 @@ class MerchantController(Controller):
 
 
 class PartnerController(Controller):
+    security = [{"bearer": []}]
     path = "/v1/partner"
     tags = ["partners"]
     guards = [PARTNER_ONLY]
