@@ -48,7 +48,9 @@ from api.dependencies import provide_db_session, provide_request_meta
 from api.errors import EXCEPTION_HANDLERS
 from api.health import HealthController
 from api.ledger_log import LedgerLogController
+from api.methodologies import MethodologyController
 from api.settings import Settings
+from domain.methodologies import MethodologyRegistry
 from integrations.idp import (
     CityIdentityProvider,
     IdTokenVerifier,
@@ -195,18 +197,24 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
     def provide_settings() -> Settings:
         return settings
 
+    methodologies = MethodologyRegistry.load()
+
+    def provide_methodologies() -> MethodologyRegistry:
+        return methodologies
+
     def provide_identity(state: State) -> IdentityRuntime:
         return state.identity  # type: ignore[no-any-return]
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return Litestar(
-        route_handlers=[HealthController, LedgerLogController, *IDENTITY_ROUTES],
+        route_handlers=[HealthController, LedgerLogController, MethodologyController, *IDENTITY_ROUTES],
         lifespan=[lifespan],
         dependencies={
             "ledger": Provide(provide_ledger, sync_to_thread=False),
             "log_reader": Provide(provide_log_reader, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),
             "identity": Provide(provide_identity, sync_to_thread=False),
+            "methodologies": Provide(provide_methodologies, sync_to_thread=False),
             "db_session": Provide(provide_db_session),
             "request_meta": Provide(provide_request_meta, sync_to_thread=False),
             "principal": Provide(provide_principal),
