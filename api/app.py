@@ -8,7 +8,6 @@ publishes this process's token signing key, and closes everything on shutdown.
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -69,9 +68,7 @@ log = logging.getLogger(__name__)
 
 def checkpoint_signer(settings: Settings) -> Signer:
     """The configured checkpoint key, or the one generated once into the data directory."""
-    if settings.ledger_signing_key is not None:
-        return Signer.from_seed(base64.b64decode(settings.ledger_signing_key.get_secret_value()))
-    return Signer.load_or_create(settings.data_dir / "ledger-signing-key")
+    return Signer.from_seed(_secret_seed(settings.ledger_signing_key, settings.data_dir / "ledger-signing-key"))
 
 
 def _secret_seed(value: SecretStr | None, path: Path) -> bytes:

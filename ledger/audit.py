@@ -13,7 +13,13 @@ from typing import IO
 import asyncpg
 
 from ledger import log_store, store
-from ledger.verify import LogRecord, LogVerifier, VerifyReport, write_export_head, write_export_record
+from ledger.verify import (
+    LogRecord,
+    LogVerifier,
+    VerifyReport,
+    write_export_head,
+    write_export_record,
+)
 
 _LOG_WITH_TRANSFERS = f"""
     SELECT l.position, l.transfer_id, l.leaf_hash, {log_store.LEAF_COLUMNS}

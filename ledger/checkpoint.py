@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from ledger.errors import CheckpointRejected
 
@@ -87,19 +88,6 @@ class Signer:
     @classmethod
     def generate(cls) -> Signer:
         return cls(Ed25519PrivateKey.generate())
-
-    @classmethod
-    def load_or_create(cls, path: Path) -> Signer:
-        """The key in ``path`` (base64 of the 32-byte seed), created there (mode 0600) on first use."""
-        if path.exists():
-            return cls.from_seed(base64.b64decode(path.read_text().strip()))
-        signer = cls.generate()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        seed = signer._key.private_bytes_raw()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(base64.b64encode(seed).decode() + "\n")
-        return signer
 
     def describe(self) -> PublicKey:
         return PublicKey(self.key_id, self.public_key)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from domain.errors import CarbonRewardsError, Conflict, ErrorKind, InvalidInput, NotFound
+from domain.errors import (
+    CarbonRewardsError,
+    Conflict,
+    ErrorKind,
+    InvalidInput,
+    NotFound,
+)
 
 
 class LedgerConflict(Conflict):

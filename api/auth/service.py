@@ -13,7 +13,7 @@ import hmac
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -93,10 +93,11 @@ class IdentityRuntime:
     hasher: PasswordHasher
     limits: RateLimits
     refresh_ttl: timedelta
+    #: Verified against when a username or client id is unknown, so that both cases cost the same time.
+    unknown_caller_hash: str = field(init=False)
 
     def __post_init__(self) -> None:
-        # Verified against when a username or client id is unknown, so both cases cost the same time.
-        self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+        self.unknown_caller_hash = self.hasher.hash(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,7 @@ async def get_resident(session: AsyncSession, resident_id: uuid.UUID) -> Residen
 async def _verify_secret(rt: IdentityRuntime, stored_hash: str | None, secret: str) -> bool:
     def check() -> bool:
         try:
-            return rt.hasher.verify(stored_hash or rt._dummy_hash, secret) and stored_hash is not None
+            return rt.hasher.verify(stored_hash or rt.unknown_caller_hash, secret) and stored_hash is not None
         except (VerificationError, InvalidHashError):
             return False
 

@@ -1,0 +1,134 @@
+"""Anti-fraud rules for low-carbon actions, each refusal with a stable reason code.
+
+Plain functions over plain values, so that ingestion (push or claim) and the operator review both
+apply exactly the same rules. The bounds are this project's design choices, documented in the
+methodologies' notes: they reject what no honest record can look like, not what is merely unusual
+(unusual volumes go to review, see the partner-anomaly rule of the ingestion layer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+
+class TransitMode(StrEnum):
+    METRO = "metro"
+    BUS = "bus"
+    SHARED_BIKE = "shared_bike"
+    WALKING = "walking"
+
+
+class Refusal(StrEnum):
+    DURATION_NOT_POSITIVE = "duration_not_positive"
+    DISTANCE_TOO_SHORT = "distance_too_short"
+    DISTANCE_TOO_LONG = "distance_too_long"
+    TOO_FAST = "too_fast"
+    IN_THE_FUTURE = "in_the_future"
+    TOO_OLD = "too_old"
+    OVERLAPPING_TRIP = "overlapping_trip"
+    SAME_TRIP_OTHER_PARTNER = "same_trip_other_partner"
+    WEIGHT_NOT_POSITIVE = "weight_not_positive"
+    WEIGHT_TOO_LARGE = "weight_too_large"
+
+
+#: Highest plausible average speed per mode, in km/h.
+MAX_SPEED_KMH = {
+    TransitMode.WALKING: 7,
+    TransitMode.SHARED_BIKE: 25,
+    TransitMode.BUS: 60,
+    TransitMode.METRO: 100,
+}
+MIN_TRIP_M = 200
+MAX_TRIP_M = 100_000
+#: Records may arrive this late (partners batch; residents claim) before they are refused as too old.
+CLAIM_WINDOW = timedelta(days=30)
+#: Clock skew tolerated between a partner's clock and ours.
+CLOCK_SKEW = timedelta(minutes=5)
+#: Consecutive legs (metro to bike) may touch or overlap by this much without being "overlapping trips".
+TRANSFER_TOLERANCE = timedelta(minutes=2)
+#: The most one drop-off at a sorting station can plausibly weigh.
+MAX_DROP_OFF_G = 50_000
+
+
+@dataclass(frozen=True)
+class Trip:
+    mode: TransitMode
+    started_at: datetime
+    ended_at: datetime
+    distance_m: int
+
+
+def check_time(occurred_at: datetime, now: datetime, window: timedelta = CLAIM_WINDOW) -> Refusal | None:
+    """A record must describe the past, and the recent past."""
+    if occurred_at > now + CLOCK_SKEW:
+        return Refusal.IN_THE_FUTURE
+    if occurred_at < now - window:
+        return Refusal.TOO_OLD
+    return None
+
+
+def check_trip(trip: Trip, now: datetime, window: timedelta = CLAIM_WINDOW) -> Refusal | None:
+    """Plausibility of one trip on its own: time, duration, distance and average speed for its mode."""
+    if (refusal := check_time(trip.ended_at, now, window)) is not None:
+        return refusal
+    duration_s = (trip.ended_at - trip.started_at).total_seconds()
+    if duration_s <= 0:
+        return Refusal.DURATION_NOT_POSITIVE
+    if trip.distance_m < MIN_TRIP_M:
+        return Refusal.DISTANCE_TOO_SHORT
+    if trip.distance_m > MAX_TRIP_M:
+        return Refusal.DISTANCE_TOO_LONG
+    # Compare in integers: distance_m / duration_s > max_kmh / 3.6  ⇔  distance_m * 3600 > max_kmh * 1000 * duration_s
+    if trip.distance_m * 3600 > MAX_SPEED_KMH[trip.mode] * 1000 * duration_s:
+        return Refusal.TOO_FAST
+    return None
+
+
+def _overlap(a: Trip, b: Trip) -> timedelta:
+    return min(a.ended_at, b.ended_at) - max(a.started_at, b.started_at)
+
+
+def check_against_earlier(trip: Trip, earlier: list[Trip]) -> Refusal | None:
+    """The cross-partner dedupe rule and the one-body rule, against the resident's credited trips.
+
+    * The same mode over overlapping times (beyond the transfer tolerance) is the same real-world
+      trip reported twice, e.g. by the transit card and by a MaaS app: ``same_trip_other_partner``.
+    * Any other mode over overlapping times is impossible for one person: ``overlapping_trip``.
+    """
+    for other in earlier:
+        if _overlap(trip, other) > TRANSFER_TOLERANCE:
+            return Refusal.SAME_TRIP_OTHER_PARTNER if other.mode == trip.mode else Refusal.OVERLAPPING_TRIP
+    return None
+
+
+def check_drop_off(weight_g: int, occurred_at: datetime, now: datetime) -> Refusal | None:
+    """Plausibility of a recyclables drop-off weighed at a station."""
+    if (refusal := check_time(occurred_at, now)) is not None:
+        return refusal
+    if weight_g <= 0:
+        return Refusal.WEIGHT_NOT_POSITIVE
+    if weight_g > MAX_DROP_OFF_G:
+        return Refusal.WEIGHT_TOO_LARGE
+    return None
+
+
+@dataclass(frozen=True)
+class Capped:
+    """Points after the daily and monthly caps; ``cut`` says how many were withheld and why."""
+
+    credited: int
+    cut: int
+    reason: str | None
+
+
+def apply_caps(points: int, *, today: int, daily_cap: int, this_month: int, monthly_cap: int) -> Capped:
+    """Credit at most what is left under both caps; the rest is not credited, and the reason says which cap."""
+    left_today = max(0, daily_cap - today)
+    left_month = max(0, monthly_cap - this_month)
+    credited = max(0, min(points, left_today, left_month))
+    if credited == points:
+        return Capped(points, 0, None)
+    reason = "daily_cap_reached" if left_today <= left_month else "monthly_cap_reached"
+    return Capped(credited, points - credited, reason)
