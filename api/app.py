@@ -25,10 +25,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 from pydantic import SecretStr
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
     AsyncSession,
     async_sessionmaker,
-    create_async_engine,
 )
 
 from api.auth import service as identity_service
@@ -42,7 +40,7 @@ from api.auth.keys import (
 )
 from api.auth.service import IdentityRuntime, RateLimits
 from api.auth.tokens import AccessTokens
-from api.database import sqlalchemy_url
+from api.database import open_engine
 from api.dependencies import provide_db_session, provide_request_meta
 from api.errors import EXCEPTION_HANDLERS
 from api.health import HealthController
@@ -135,15 +133,6 @@ async def open_identity(
             login_window_s=settings.login_rate_window_s,
         ),
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s),
-    )
-
-
-def open_engine(settings: Settings, database_url: str) -> AsyncEngine:
-    """The SQLAlchemy engine of the non-ledger tables, assuming the service role on every connection."""
-    return create_async_engine(
-        sqlalchemy_url(database_url),
-        pool_size=settings.db_pool_size,
-        connect_args={"server_settings": {"role": settings.db_app_role, "jit": "off"}},
     )
 
 

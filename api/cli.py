@@ -49,10 +49,10 @@ async def _serve(settings: Settings) -> None:
     import uvicorn
 
     from api.app import create_app
-    from api.database import migrate, resolve_database
+    from api.database import migrate_if_behind, resolve_database
 
     async with resolve_database(settings) as url:
-        await migrate(url, settings.db_app_role)
+        await migrate_if_behind(url, settings.db_app_role)
         app = create_app(settings, url)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
         server = uvicorn.Server(config)
@@ -142,21 +142,6 @@ async def _export(settings: Settings, output: Path) -> int:
     return 0
 
 
-async def _migrate_if_behind(url: str, app_role: str) -> None:
-    """Migrate a fresh database; skip Alembic (seconds of imports and checks) when it is at head already."""
-    import asyncpg
-
-    from api.database import current_revision, head_revision, migrate
-
-    conn = await asyncpg.connect(url)
-    try:
-        at_head = await current_revision(conn) == head_revision()
-    finally:
-        await conn.close()
-    if not at_head:
-        await migrate(url, app_role)
-
-
 def _operator_password() -> str:
     """From ``CARBON_OPERATOR_PASSWORD``, else asked twice on the terminal."""
     import getpass
@@ -174,15 +159,14 @@ def _operator_password() -> str:
 async def _create_operator(settings: Settings, username: str, role: str) -> int:
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
-    from api.app import open_engine
     from api.auth.service import RequestMeta, create_operator, password_hasher
-    from api.database import resolve_database
+    from api.database import migrate_if_behind, open_engine, resolve_database
     from domain.errors import CarbonRewardsError
     from domain.identity import Role
 
     password = _operator_password()
     async with resolve_database(settings) as url:
-        await _migrate_if_behind(url, settings.db_app_role)
+        await migrate_if_behind(url, settings.db_app_role)
         engine = open_engine(settings, url)
         try:
             async with async_sessionmaker(engine, expire_on_commit=False)() as session, session.begin():

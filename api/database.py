@@ -15,6 +15,7 @@ import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from api.settings import Settings
 from integrations.embedded_postgres import (
@@ -35,6 +36,15 @@ def sqlalchemy_url(url: str) -> str:
     raise ValueError("DATABASE_URL must start with postgresql://")
 
 
+def open_engine(settings: Settings, database_url: str) -> AsyncEngine:
+    """The SQLAlchemy engine of the non-ledger tables, assuming the service role on every connection."""
+    return create_async_engine(
+        sqlalchemy_url(database_url),
+        pool_size=settings.db_pool_size,
+        connect_args={"server_settings": {"role": settings.db_app_role, "jit": "off"}},
+    )
+
+
 def alembic_config(url: str, app_role: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -46,6 +56,17 @@ def alembic_config(url: str, app_role: str) -> Config:
 async def migrate(url: str, app_role: str, revision: str = "head") -> None:
     """Upgrade the schema (Alembic runs its own event loop, hence the thread)."""
     await asyncio.to_thread(command.upgrade, alembic_config(url, app_role), revision)
+
+
+async def migrate_if_behind(url: str, app_role: str) -> None:
+    """Migrate unless the schema is at head already: checking costs one query, Alembic seconds of start-up."""
+    conn = await asyncpg.connect(url)
+    try:
+        at_head = await current_revision(conn) == head_revision()
+    finally:
+        await conn.close()
+    if not at_head:
+        await migrate(url, app_role)
 
 
 def head_revision() -> str | None:

@@ -104,11 +104,11 @@ def city_idp() -> Iterator[CityIdpSimulator]:
         yield idp  # type: ignore[misc]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 async def api(
     database_url: str, sms_gateway: SmsGatewaySimulator, city_idp: CityIdpSimulator
 ) -> AsyncIterator[AsyncTestClient]:
-    """The app wired to the simulators, shared by a module's tests (each test uses its own phones and clients)."""
+    """The app wired to the simulators, shared by the run's tests (each test uses its own phones and clients)."""
     app = create_app(identity_settings(sms_gateway, city_idp), database_url)
     async with AsyncTestClient(app=app) as client:
         yield client

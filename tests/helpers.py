@@ -195,9 +195,9 @@ async def create_operator(database_url: str, role: str, password: str = "correct
     """An operator created as the CLI does (through the service); returns its username."""
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
-    from api.app import open_engine
     from api.auth.service import RequestMeta, password_hasher
     from api.auth.service import create_operator as create
+    from api.database import open_engine
     from domain.identity import Role
 
     username = f"{role}-{uuid.uuid4().hex[:8]}"

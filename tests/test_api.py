@@ -14,7 +14,7 @@ from integrations.embedded_postgres import drop_database, ensure_database, with_
 from tests.helpers import app_settings as settings
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def client(database_url: str) -> AsyncIterator[AsyncTestClient]:
     async with AsyncTestClient(app=create_app(settings(), database_url)) as client:
         yield client

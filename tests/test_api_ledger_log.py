@@ -21,7 +21,7 @@ from tests.helpers import make_account, make_issuance, transfer
 b64 = base64.b64decode
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def client(database_url: str) -> AsyncIterator[AsyncTestClient]:
     app = create_app(
         settings(public_inclusion_proofs=True, checkpoint_interval_s=0.1, seal_poll_interval_s=0.05), database_url

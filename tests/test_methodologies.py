@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
 from importlib import resources
@@ -11,7 +10,6 @@ from importlib import resources
 import pytest
 from litestar.testing import AsyncTestClient
 
-from api.app import create_app
 from domain.errors import InvalidInput
 from domain.methodologies import (
     Methodology,
@@ -21,7 +19,6 @@ from domain.methodologies import (
     methodology_from_data,
     points_for,
 )
-from tests.helpers import app_settings
 
 REGISTRY = MethodologyRegistry.load()
 TRANSIT = REGISTRY.get("transit-trips", 1)
@@ -111,14 +108,8 @@ def test_a_later_version_does_not_change_an_earlier_one() -> None:
     assert registry.current("recycling", date(2027, 1, 1)).version == 2
 
 
-@pytest.fixture(scope="module")
-async def client(database_url: str) -> AsyncIterator[AsyncTestClient]:
-    async with AsyncTestClient(app=create_app(app_settings(), database_url)) as client:
-        yield client
-
-
-async def test_methodologies_are_public(client: AsyncTestClient) -> None:
-    listed = (await client.get("/v1/methodologies")).json()
+async def test_methodologies_are_public(api: AsyncTestClient) -> None:
+    listed = (await api.get("/v1/methodologies")).json()
     assert {(m["id"], m["version"]) for m in listed} == {
         ("transit-trips", 1),
         ("recyclables-sorting", 1),
@@ -127,10 +118,10 @@ async def test_methodologies_are_public(client: AsyncTestClient) -> None:
     transit = next(m for m in listed if m["id"] == "transit-trips")
     assert transit["creditable_categories"] == ["metro", "shared_bike", "walking"]
     assert transit["not_creditable_categories"] == ["bus"]
-    detail = (await client.get("/v1/methodologies/recyclables-sorting/1")).json()
+    detail = (await api.get("/v1/methodologies/recyclables-sorting/1")).json()
     [glass] = detail["factors"]
     assert glass["value"] == "201" and glass["sources"][0]["table"].startswith("Table D1")
     assert {e["category"] for e in detail["not_creditable"]} >= {"paper", "plastic", "metal"}
     assert "rounded down" in detail["rounding"]
-    missing = await client.get("/v1/methodologies/transit-trips/9")
+    missing = await api.get("/v1/methodologies/transit-trips/9")
     assert missing.status_code == 404 and missing.json()["code"] == "methodology_not_found"
