@@ -73,7 +73,7 @@ class Service:
         for line in self.process.stdout:  # type: ignore[union-attr]
             self.output.append(line)
 
-    def wait_ready(self, timeout: float = 120) -> dict:  # type: ignore[type-arg]
+    def wait_ready(self, timeout: float = 240) -> dict:  # type: ignore[type-arg]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -105,14 +105,9 @@ def db_url(data_dir: Path) -> subprocess.CompletedProcess[str]:
 
 
 async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path) -> None:
-    """One data directory through its life: migrate, serve, Ctrl-C, serve again with the data kept."""
-    migrated = subprocess.run(
-        [*CLI, "migrate", "--data-dir", str(data_dir)], env=embedded_env(), capture_output=True, text=True, timeout=180
-    )
-    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-    assert "migrated" in migrated.stdout
-    assert not postgres_processes(data_dir), "migrate must stop the server it started"
-
+    """One data directory through its life: serve (creating the database), Ctrl-C, migrate, serve again with the
+    data kept, in demo mode, with an operator created from the command line."""
+    # The README's first command: serve on an empty data directory creates and migrates the database.
     service = Service(data_dir)
     marker = uuid.uuid4()
     try:
@@ -134,6 +129,13 @@ async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path) -> Non
         service.kill()
     assert not postgres_processes(data_dir), "Ctrl-C must stop the embedded PostgreSQL"
     assert db_url(data_dir).returncode == 1  # nothing running any more
+
+    migrated = subprocess.run(
+        [*CLI, "migrate", "--data-dir", str(data_dir)], env=embedded_env(), capture_output=True, text=True, timeout=180
+    )
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert "migrated" in migrated.stdout
+    assert not postgres_processes(data_dir), "migrate must stop the server it started"
 
     restarted = Service(data_dir, "--demo")
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import asyncpg
 import pytest
@@ -15,9 +14,7 @@ from api.database import (
     current_revision,
     head_revision,
     migrate,
-    migrate_if_behind,
 )
-from integrations.embedded_postgres import drop_database, ensure_database, with_database
 from tests.helpers import APP_ROLE
 
 
@@ -59,21 +56,3 @@ async def test_downgrade_and_upgrade_round_trip(fresh_database_url: str) -> None
     finally:
         await conn.close()
 
-
-async def test_migrate_if_behind_migrates_an_empty_database(server_url: str) -> None:
-    """What `serve` and `operator create` run: a fresh database is migrated; a second call is harmless."""
-    name = f"carbon_behind_{uuid.uuid4().hex[:10]}"
-    await ensure_database(server_url, name)
-    url = with_database(server_url, name)
-    try:
-        await migrate_if_behind(url, APP_ROLE)
-        conn = await asyncpg.connect(url)
-        try:
-            assert await current_revision(conn) == head_revision()
-            await migrate_if_behind(url, APP_ROLE)
-            assert await current_revision(conn) == head_revision()
-            assert await conn.fetchval("SELECT count(*) FROM ledger_accounts") == 0
-        finally:
-            await conn.close()
-    finally:
-        await drop_database(server_url, name)
