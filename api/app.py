@@ -3,7 +3,8 @@
 The app's lifespan opens the ledger (its connection pool, group-commit writers and expiry task) on
 the database URL it is given, starts the sealer that appends committed transfers to the Merkle log
 and signs checkpoints, opens the SQLAlchemy engine and the HTTP client of the identity services,
-publishes this process's token signing key, and closes everything on shutdown.
+publishes this process's token signing key, builds the actions runtime (methodologies, caps, the
+partner client), and closes everything on shutdown.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
 )
 
+from api.actions.controllers import ROUTES as ACTION_ROUTES
+from api.actions.service import ActionsRuntime, Caps
 from api.auth import service as identity_service
 from api.auth.controllers import ROUTES as IDENTITY_ROUTES
 from api.auth.guards import provide_principal
@@ -53,6 +56,7 @@ from integrations.idp import (
     IdTokenVerifier,
     NoIdentityProviderConfigured,
 )
+from integrations.partners import PartnerGateway, RetryPolicy
 from integrations.sms import HttpSmsGateway, LoggingSms, NoSmsConfigured, SmsSender
 from ledger.checkpoint import Signer
 from ledger.sealer import Sealer
@@ -136,6 +140,31 @@ async def open_identity(
     )
 
 
+def open_actions(
+    settings: Settings, methodologies: MethodologyRegistry, secret: ServerSecret, http: httpx.AsyncClient
+) -> ActionsRuntime:
+    """Methodologies, conversion rate, caps, anomaly and signature rules, and the partner client."""
+    return ActionsRuntime(
+        methodologies=methodologies,
+        points_per_kg=settings.points_per_kg_co2e,
+        caps=Caps(daily=dict(settings.daily_points_cap), monthly=dict(settings.monthly_points_cap)),
+        local_offset=timedelta(minutes=settings.utc_offset_minutes),
+        anomaly_factor=settings.anomaly_factor,
+        anomaly_floor_per_hour=settings.anomaly_floor_per_hour,
+        signature_tolerance_s=settings.signature_tolerance_s,
+        partners=PartnerGateway(
+            http,
+            RetryPolicy(
+                attempts=settings.partner_attempts,
+                backoff_s=settings.partner_backoff_s,
+                breaker_threshold=settings.partner_breaker_threshold,
+                breaker_cooldown_s=settings.partner_breaker_cooldown_s,
+            ),
+        ),
+        secret=secret,
+    )
+
+
 def create_app(settings: Settings, database_url: str) -> Litestar:
     """Build the app for an already migrated database at ``database_url``."""
 
@@ -161,15 +190,22 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
         app.state.log_reader = LogReader(ledger.pool, settings.ledger_log_origin)
         engine = open_engine(settings, database_url)
         http = httpx.AsyncClient(timeout=settings.http_timeout_s, follow_redirects=False)
+        partner_http = httpx.AsyncClient(
+            timeout=settings.partner_timeout_s,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+        )
         try:
             app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
             app.state.identity = await open_identity(settings, app.state.sessionmaker, http)
+            app.state.actions = open_actions(settings, methodologies, app.state.identity.secret, partner_http)
             sealer.start()
             try:
                 yield
             finally:
                 await sealer.stop()
         finally:
+            await partner_http.aclose()
             await http.aclose()
             await engine.dispose()
             await ledger.close()
@@ -191,15 +227,19 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
     def provide_identity(state: State) -> IdentityRuntime:
         return state.identity  # type: ignore[no-any-return]
 
+    def provide_actions(state: State) -> ActionsRuntime:
+        return state.actions  # type: ignore[no-any-return]
+
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return Litestar(
-        route_handlers=[HealthController, LedgerLogController, MethodologyController, *IDENTITY_ROUTES],
+        route_handlers=[HealthController, LedgerLogController, MethodologyController, *IDENTITY_ROUTES, *ACTION_ROUTES],
         lifespan=[lifespan],
         dependencies={
             "ledger": Provide(provide_ledger, sync_to_thread=False),
             "log_reader": Provide(provide_log_reader, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),
             "identity": Provide(provide_identity, sync_to_thread=False),
+            "actions": Provide(provide_actions, sync_to_thread=False),
             "methodologies": Provide(provide_methodologies, sync_to_thread=False),
             "db_session": Provide(provide_db_session),
             "request_meta": Provide(provide_request_meta, sync_to_thread=False),

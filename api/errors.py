@@ -28,6 +28,7 @@ STATUS_BY_KIND: dict[ErrorKind, int] = {
     ErrorKind.NOT_FOUND: 404,
     ErrorKind.CONFLICT: 409,
     ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.BAD_UPSTREAM: 502,
     ErrorKind.INTERNAL: 500,
 }
 

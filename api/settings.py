@@ -5,6 +5,7 @@ Every variable is prefixed ``CARBON_`` except ``DATABASE_URL``, which follows th
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -102,3 +103,37 @@ class Settings(BaseSettings):
     login_limit_per_username: int = Field(default=10, ge=1, description="Operator logins per username per window.")
     login_limit_per_ip: int = Field(default=100, ge=1, description="Operator logins per client IP per window.")
     login_rate_window_s: int = Field(default=900, ge=1, description="Window of the login limits.")
+
+    # ------------------------------------------------------------------------------------ actions
+    points_per_kg_co2e: Decimal = Field(
+        default=Decimal("10"), gt=0, description="Points per kg CO₂e avoided (points are rounded down)."
+    )
+    daily_points_cap: dict[str, int] = Field(
+        default={"transit": 100, "recycling": 100, "second_hand": 200},
+        description="Most points one resident earns per local day, by action kind (JSON object).",
+    )
+    monthly_points_cap: dict[str, int] = Field(
+        default={"transit": 2000, "recycling": 2000, "second_hand": 3000},
+        description="Most points one resident earns per local month, by action kind (JSON object).",
+    )
+    utc_offset_minutes: int = Field(
+        default=480, ge=-720, le=840, description="The programme's time zone (days and months of caps; +08:00)."
+    )
+    anomaly_factor: int = Field(
+        default=10, ge=2, description="A partner pushing more than this × its usual hourly volume goes to review."
+    )
+    anomaly_floor_per_hour: int = Field(
+        default=100_000, ge=1, description="Hourly volume below which a partner is never flagged."
+    )
+    signature_tolerance_s: int = Field(
+        default=300, ge=1, le=3600, description="How far a signed request's time may be from ours."
+    )
+    partner_timeout_s: float = Field(default=3.0, gt=0, description="Timeout of one call to a partner.")
+    partner_attempts: int = Field(default=3, ge=1, le=10, description="Tries per partner call (with backoff).")
+    partner_backoff_s: float = Field(default=0.2, ge=0, description="First backoff between tries; doubles.")
+    partner_breaker_threshold: int = Field(
+        default=5, ge=1, description="Consecutive failed calls after which a partner's circuit opens."
+    )
+    partner_breaker_cooldown_s: float = Field(
+        default=30.0, gt=0, description="How long an open circuit fails fast before one trial call."
+    )

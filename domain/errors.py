@@ -18,6 +18,7 @@ class ErrorKind(StrEnum):
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
     UNAVAILABLE = "unavailable"
+    BAD_UPSTREAM = "bad_upstream"
     INTERNAL = "internal"
 
 
@@ -60,6 +61,14 @@ class ServiceUnavailable(CarbonRewardsError):
     code = "service_unavailable"
     kind = ErrorKind.UNAVAILABLE
     title = "A dependency is unavailable"
+
+
+class BadUpstreamResponse(CarbonRewardsError):
+    """A partner or gateway answered, but with something that is not what its contract promises."""
+
+    code = "bad_upstream_response"
+    kind = ErrorKind.BAD_UPSTREAM
+    title = "A dependency answered with an invalid response"
 
 
 class Unauthenticated(CarbonRewardsError):

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
+import api.actions.models  # noqa: F401 - registers the actions tables on SQLModel.metadata
 import api.auth.models  # noqa: F401 - registers the identity tables on SQLModel.metadata
 import ledger.models  # noqa: F401 - registers the ledger tables on SQLModel.metadata
 

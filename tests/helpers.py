@@ -9,6 +9,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -157,6 +158,11 @@ def identity_settings(sms_gateway: Any, city_idp: Any, **overrides: object) -> S
         "idp_jwks_min_refetch_s": 0,
         "otp_limit_per_ip": 10_000,
         "login_limit_per_ip": 10_000,
+        "partner_timeout_s": 1.0,
+        "partner_attempts": 2,
+        "partner_backoff_s": 0.05,
+        "partner_breaker_threshold": 3,
+        "partner_breaker_cooldown_s": 2.0,
     }
     values.update(overrides)
     return app_settings(**values)
@@ -218,3 +224,55 @@ async def sign_in_operator(client: Any, database_url: str, role: str = "admin") 
     )
     assert response.status_code == 200, response.text
     return {**response.json(), "username": username}
+
+
+@dataclass
+class PartnerHandle:
+    """A partner registered through the operator API, with its simulator configured and a token."""
+
+    id: str
+    simulator: Any
+    headers: dict[str, str]
+    credentials: dict[str, str]
+
+
+async def register_partner(client: Any, admin: dict[str, str], simulator: Any) -> PartnerHandle:
+    created = await client.post(
+        "/v1/operator/partners",
+        json={
+            "name": f"{simulator.kind.value} {uuid.uuid4().hex[:6]}",
+            "kind": simulator.kind.value,
+            "api_base_url": simulator.url,
+        },
+        headers=admin,
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    simulator.configure(body["credentials"]["webhook_secret"])
+    token = await client.post(
+        "/v1/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": body["credentials"]["client_id"],
+            "client_secret": body["credentials"]["client_secret"],
+        },
+    )
+    assert token.status_code == 200, token.text
+    return PartnerHandle(body["partner"]["id"], simulator, bearer(token.json()), body["credentials"])
+
+
+async def link_account(client: Any, resident: dict[str, str], partner: PartnerHandle, ref: str | None = None) -> str:
+    """Open an account at the partner's simulator and link it to the resident, as the app would."""
+    ref = ref or partner.simulator.open_account()
+    linked = await client.post(
+        "/v1/me/links",
+        json={"partner_id": partner.id, "partner_account_ref": ref, "link_code": partner.simulator.link_code(ref)},
+        headers=resident,
+    )
+    assert linked.status_code == 201, linked.text
+    return ref
+
+
+async def push(client: Any, partner: PartnerHandle, records: list[dict[str, Any]], **sign: Any) -> Any:
+    body, headers = partner.simulator.signed_push(records, **sign)
+    return await client.post("/v1/partner/actions:batch", content=body, headers={**headers, **partner.headers})

@@ -416,6 +416,19 @@ async def _audit(
     await session.flush()
 
 
+async def record_operator_action(
+    session: AsyncSession,
+    actor: Principal,
+    action: str,
+    target_type: str,
+    target_id: str,
+    details: dict[str, Any],
+    meta: RequestMeta,
+) -> None:
+    """Append an operator's write to the audit log (for other modules' operator routes)."""
+    await _audit(session, actor, await _operator_name(session, actor), action, target_type, target_id, details, meta)
+
+
 async def _operator_name(session: AsyncSession, actor: Principal) -> str:
     operator = await session.get(Operator, actor.subject_id)
     if operator is None:

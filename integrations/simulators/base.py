@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 #: A route: (method, path) -> handler(query, body) -> (status, JSON body)
 Handler = Callable[[dict[str, list[str]], Any], tuple[int, Any]]
+
+
+@dataclass(frozen=True)
+class SimRequest:
+    """Everything a pattern route sees: the raw target (for signatures), path parameters, headers, body."""
+
+    method: str
+    target: str
+    params: dict[str, str]
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+
+#: A pattern route's handler: request -> (status, JSON body, or bytes sent as they are)
+PatternHandler = Callable[[SimRequest], tuple[int, Any]]
 
 
 class SimulatorServer:
@@ -21,17 +39,31 @@ class SimulatorServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._routes: dict[tuple[str, str], Handler] = {}
+        self._patterns: list[tuple[str, re.Pattern[str], PatternHandler]] = []
         simulator = self
 
         class RequestHandler(BaseHTTPRequestHandler):
             def _dispatch(self, method: str) -> None:
                 url = urlsplit(self.path)
-                handler = simulator._routes.get((method, url.path))
-                if handler is None:
-                    self._reply(404, {"error": "not_found"})
-                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                handler = simulator._routes.get((method, url.path))
+                if handler is None:
+                    for route_method, pattern, pattern_handler in simulator._patterns:
+                        match = pattern.fullmatch(url.path)
+                        if route_method == method and match:
+                            request = SimRequest(
+                                method,
+                                self.path,
+                                {k: unquote(v) for k, v in match.groupdict().items()},
+                                parse_qs(url.query),
+                                {k.lower(): v for k, v in self.headers.items()},
+                                raw,
+                            )
+                            self._reply(*pattern_handler(request))
+                            return
+                    self._reply(404, {"error": "not_found"})
+                    return
                 try:
                     body = json.loads(raw) if raw else None
                 except ValueError:
@@ -41,9 +73,10 @@ class SimulatorServer:
                 self._reply(status, payload)
 
             def _reply(self, status: int, payload: Any) -> None:
-                data = json.dumps(payload).encode()
+                raw_bytes = isinstance(payload, bytes)
+                data = payload if raw_bytes else json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/plain" if raw_bytes else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -63,6 +96,11 @@ class SimulatorServer:
 
     def route(self, method: str, path: str, handler: Handler) -> None:
         self._routes[(method, path)] = handler
+
+    def route_pattern(self, method: str, pattern: str, handler: PatternHandler) -> None:
+        """Route ``/accounts/{ref}/verify``-style paths; ``{name}`` matches one percent-decoded segment."""
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
+        self._patterns.append((method, re.compile(regex), handler))
 
     @property
     def url(self) -> str:

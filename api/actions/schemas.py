@@ -1,0 +1,206 @@
+"""Request and response bodies of the actions routes (never the table models themselves)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from msgspec import Meta, Struct
+
+from api.actions.models import Action, PartnerLink
+from api.actions.service import Impact, RecordResult, ResidentBalance, StatementLine
+
+Ref = Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class NewLink(Struct):
+    partner_id: UUID
+    partner_account_ref: Ref
+    link_code: Annotated[str, Meta(min_length=1, max_length=64, description="The code the partner's app shows")]
+
+
+class LinkOut(Struct):
+    id: UUID
+    partner_id: UUID
+    partner_account_ref: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, link: PartnerLink) -> LinkOut:
+        return cls(link.id, link.partner_id, link.partner_account_ref, link.created_at)
+
+
+class NewClaim(Struct):
+    partner_id: UUID
+    external_id: Ref
+
+
+class RecordResultOut(Struct):
+    """One record's outcome: credited, duplicate, rejected (with a reason code) or pending_review."""
+
+    index: int
+    outcome: str
+    external_id: str | None = None
+    action_id: UUID | None = None
+    reason: str | None = None
+    detail: str | None = None
+    grams_co2e: int = 0
+    points: int = 0
+    points_withheld: int = 0
+    cap_reason: str | None = None
+    methodology_id: str | None = None
+    methodology_version: int | None = None
+
+    @classmethod
+    def of(cls, r: RecordResult) -> RecordResultOut:
+        return cls(
+            index=r.index,
+            outcome=r.outcome.value,
+            external_id=r.external_id,
+            action_id=r.action_id,
+            reason=r.reason,
+            detail=r.detail,
+            grams_co2e=r.grams_co2e,
+            points=r.points,
+            points_withheld=r.points_withheld,
+            cap_reason=r.cap_reason,
+            methodology_id=r.methodology_id,
+            methodology_version=r.methodology_version,
+        )
+
+
+class BatchResult(Struct):
+    results: list[RecordResultOut]
+    credited: int
+    duplicate: int
+    rejected: int
+    pending_review: int
+
+    @classmethod
+    def of(cls, results: list[RecordResult]) -> BatchResult:
+        out = [RecordResultOut.of(r) for r in results]
+        counts = {
+            k: sum(1 for r in out if r.outcome == k) for k in ("credited", "duplicate", "rejected", "pending_review")
+        }
+        return cls(results=out, **counts)
+
+
+class ActionOut(Struct):
+    id: UUID
+    partner_id: UUID
+    external_id: str
+    kind: str
+    category: str
+    quantity: int
+    occurred_at: datetime
+    status: str
+    reason: str | None
+    grams_co2e: int
+    points: int
+    points_withheld: int
+    cap_reason: str | None
+    methodology_id: str | None
+    methodology_version: int | None
+    factor: str | None
+    source: str
+    received_at: datetime
+    decided_at: datetime | None
+
+    @classmethod
+    def of(cls, a: Action) -> ActionOut:
+        return cls(
+            a.id,
+            a.partner_id,
+            a.external_id,
+            a.kind,
+            a.category,
+            a.quantity,
+            a.occurred_at,
+            a.status,
+            a.reason,
+            a.grams_co2e,
+            a.points,
+            a.points_withheld,
+            a.cap_reason,
+            a.methodology_id,
+            a.methodology_version,
+            a.factor,
+            a.source,
+            a.received_at,
+            a.decided_at,
+        )
+
+
+class ActionPage(Struct):
+    items: list[ActionOut]
+    next_cursor: str | None
+
+
+class ReviewItem(Struct):
+    action: ActionOut
+    resident_id: UUID
+    account_ref: str
+    record: dict[str, Any]
+
+
+class ReviewDecision(Struct):
+    decision: Literal["approve", "reject"]
+    reason: Annotated[str, Meta(min_length=1, max_length=500)]
+
+
+class BalanceOut(Struct):
+    points_available: int
+    points_held: int
+    points_earned: int
+    points_spent: int
+    co2e_avoided_g: int
+
+    @classmethod
+    def of(cls, b: ResidentBalance) -> BalanceOut:
+        return cls(b.points_available, b.points_held, b.points_earned, b.points_spent, b.co2e_avoided_g)
+
+
+class StatementLineOut(Struct):
+    transfer_id: UUID
+    timestamp: datetime
+    ledger: str
+    code: str
+    amount: int
+    direction: str
+    reference: str | None
+    pending: bool
+
+    @classmethod
+    def of(cls, line: StatementLine) -> StatementLineOut:
+        return cls(
+            line.transfer_id,
+            line.timestamp,
+            line.ledger,
+            line.code,
+            line.amount,
+            line.direction,
+            line.reference,
+            line.pending,
+        )
+
+
+class StatementPage(Struct):
+    items: list[StatementLineOut]
+    next_cursor: str | None
+
+
+class MonthImpact(Struct):
+    month: str
+    kind: str
+    co2e_avoided_g: int
+
+
+class ImpactOut(Struct):
+    co2e_avoided_g: int
+    by_kind: dict[str, int]
+    by_month: list[MonthImpact]
+
+    @classmethod
+    def of(cls, i: Impact) -> ImpactOut:
+        return cls(i.total_g, i.by_kind, [MonthImpact(m, k, g) for m, k, g in i.by_month])

@@ -1,0 +1,231 @@
+"""Partner simulators: a transit operator, a recycling operator and a second-hand platform.
+
+Each is a real HTTP server on 127.0.0.1 that plays the partner's side of the contract
+(``integrations.partners``): it keeps accounts and records, confirms link codes, serves records to
+signed requests, and signs batches of generated, realistic records for pushing. Demo-only routes
+stand in for the partner's own app: ``POST /accounts`` opens an account, ``POST
+/accounts/{ref}/link-code`` shows a link code to its holder. ``POST /control`` ``{"mode": …}``
+makes it misbehave for tests and demos: ``down`` (503), ``slow`` (answers after ``slow_s``),
+``garbage`` (answers that are not JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from domain.fraud import TransitMode
+from domain.identity import PartnerKind
+from domain.signatures import SIGNATURE_HEADER, SignatureExpired, SignatureInvalid, SignatureMissing, sign, verify
+from integrations.simulators.base import SimRequest, SimulatorServer
+
+PUSH_PATH = "/v1/partner/actions:batch"
+LINK_CODE_TTL_S = 600
+
+#: Mode mix, distance range (m) and typical speed (km/h) of generated trips.
+_TRIP_MODES: list[tuple[TransitMode, float, tuple[int, int], float]] = [
+    (TransitMode.METRO, 0.5, (2_000, 25_000), 35.0),
+    (TransitMode.BUS, 0.2, (1_000, 12_000), 18.0),
+    (TransitMode.SHARED_BIKE, 0.25, (500, 5_000), 12.0),
+    (TransitMode.WALKING, 0.05, (300, 3_000), 4.5),
+]
+_MATERIALS = [("paper", 0.3), ("plastic", 0.25), ("glass", 0.2), ("metal", 0.1), ("textiles", 0.1), ("e_waste", 0.05)]
+_CATEGORIES = ["clothing", "books", "electronics", "furniture", "appliances", "toys"]
+
+
+@dataclass
+class _Account:
+    ref: str
+    next_trip_at: datetime
+    link_code: tuple[str, float] | None = None
+    records: list[str] = field(default_factory=list)
+
+
+class PartnerSimulator(SimulatorServer):
+    """One partner of ``kind``; give it the webhook secret carbon-rewards issued with ``configure``."""
+
+    def __init__(
+        self,
+        kind: PartnerKind | str = PartnerKind.TRANSIT,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(host, port)
+        self.kind = PartnerKind(kind)
+        self.name = f"{self.kind.value}-partner-simulator"
+        self.secret: str | None = None
+        self.mode = "ok"
+        self.slow_s = 5.0
+        self.calls = 0
+        self._rng = random.Random(seed)
+        self._prefix = f"{self.kind.value[:2].upper()}-{secrets.token_hex(4)}"
+        self._counter = 0
+        self._accounts: dict[str, _Account] = {}
+        self._records: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self.route_pattern("GET", "/accounts/{ref}/verify", self._verify)
+        self.route_pattern("GET", "/records/{external_id}", self._record)
+        self.route_pattern("POST", "/accounts/{ref}/link-code", self._show_link_code)
+        self.route("POST", "/accounts", lambda query, body: (201, {"account_ref": self.open_account()}))
+        self.route("POST", "/control", self._control)
+        self.route("GET", "/health", lambda query, body: (200, {"status": "ok", "kind": self.kind.value}))
+
+    # ------------------------------------------------------------------------ the partner's own side
+
+    def configure(self, webhook_secret: str) -> PartnerSimulator:
+        self.secret = webhook_secret
+        return self
+
+    def open_account(self, ref: str | None = None) -> str:
+        with self._lock:
+            self._counter += 1
+            ref = ref or f"{self._prefix}-ACC-{self._counter:06d}"
+            start = datetime.now(UTC) - timedelta(days=20) + timedelta(minutes=self._rng.randint(0, 600))
+            self._accounts.setdefault(ref, _Account(ref, start))
+        return ref
+
+    def link_code(self, ref: str) -> str:
+        """The code the partner's app would show to the signed-in holder of ``ref``."""
+        code = f"{self._rng.randrange(10**6):06d}"
+        with self._lock:
+            self._accounts[ref].link_code = (code, time.time() + LINK_CODE_TTL_S)
+        return code
+
+    def add_record(self, record: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self._records[record["external_id"]] = record
+        return record
+
+    def generate(self, ref: str, now: datetime | None = None) -> dict[str, Any]:
+        """A new realistic record of this partner's kind for account ``ref`` (kept, so it can be claimed)."""
+        now = now or datetime.now(UTC)
+        with self._lock:
+            account = self._accounts[ref]
+            self._counter += 1
+            external_id = f"{self._prefix}-{self._counter:09d}"
+            record = {"external_id": external_id, "account_ref": ref, "kind": self.kind.value}
+            if self.kind is PartnerKind.TRANSIT:
+                record |= self._trip(account, now)
+            elif self.kind is PartnerKind.RECYCLING:
+                record |= self._drop_off(now)
+            else:
+                record |= self._trade(now)
+            self._records[external_id] = record
+            account.records.append(external_id)
+        return record
+
+    def _trip(self, account: _Account, now: datetime) -> dict[str, Any]:
+        mode, _, (low, high), speed = self._rng.choices(_TRIP_MODES, weights=[m[1] for m in _TRIP_MODES])[0]
+        distance = self._rng.randint(low, high)
+        duration = timedelta(seconds=max(60, int(distance / (speed / 3.6) * self._rng.uniform(1.0, 1.4))))
+        started = account.next_trip_at
+        if started + duration > now - timedelta(minutes=1):
+            # Out of history for this account: start again a few weeks back, at a free minute.
+            started = now - timedelta(days=25) + timedelta(seconds=self._rng.randint(0, 86_400))
+        ended = started + duration
+        account.next_trip_at = ended + timedelta(minutes=self._rng.randint(5, 30))
+        return {
+            "mode": mode.value,
+            "started_at": started.isoformat(),
+            "ended_at": ended.isoformat(),
+            "distance_m": distance,
+        }
+
+    def _drop_off(self, now: datetime) -> dict[str, Any]:
+        material = self._rng.choices([m for m, _ in _MATERIALS], weights=[w for _, w in _MATERIALS])[0]
+        return {
+            "station_id": f"SH-ST-{self._rng.randint(1, 500):04d}",
+            "occurred_at": (now - timedelta(seconds=self._rng.randint(60, 20 * 86_400))).isoformat(),
+            "material": material,
+            "weight_g": self._rng.randint(200, 8_000),
+        }
+
+    def _trade(self, now: datetime) -> dict[str, Any]:
+        return {
+            "occurred_at": (now - timedelta(seconds=self._rng.randint(60, 20 * 86_400))).isoformat(),
+            "category": self._rng.choice(_CATEGORIES),
+            "trade": self._rng.choice(["sold", "bought", "donated"]),
+            "quantity": self._rng.randint(1, 3),
+        }
+
+    # ---------------------------------------------------------------------------------- pushing
+
+    def signed_push(self, records: list[dict[str, Any]], timestamp: int | None = None) -> tuple[bytes, dict[str, str]]:
+        """The body and headers of a push of ``records`` (add the partner's bearer token)."""
+        assert self.secret is not None, "configure() the webhook secret first"
+        body = json.dumps({"records": records}, separators=(",", ":")).encode()
+        t = int(time.time()) if timestamp is None else timestamp
+        return body, {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(self.secret, t, "POST", PUSH_PATH, body),
+        }
+
+    def push(self, client: httpx.Client, records: list[dict[str, Any]], access_token: str) -> httpx.Response:
+        """Push ``records`` to the carbon-rewards service ``client`` points at."""
+        body, headers = self.signed_push(records)
+        return client.post(PUSH_PATH, content=body, headers={**headers, "Authorization": f"Bearer {access_token}"})
+
+    # ------------------------------------------------------------------------ routes (our side)
+
+    def _misbehave(self) -> tuple[int, Any] | None:
+        self.calls += 1
+        if self.mode == "down":
+            return 503, {"error": "maintenance"}
+        if self.mode == "slow":
+            time.sleep(self.slow_s)
+        if self.mode == "garbage":
+            return 200, b"<html>upstream error</html>"
+        return None
+
+    def _check_signature(self, request: SimRequest) -> tuple[int, Any] | None:
+        if self.secret is None:
+            return 401, {"error": "not configured with a webhook secret"}
+        try:
+            verify(request.headers.get(SIGNATURE_HEADER.lower()), self.secret, int(time.time()), "GET", request.target)
+        except (SignatureMissing, SignatureInvalid, SignatureExpired) as exc:
+            return 401, {"error": exc.code}
+        return None
+
+    def _verify(self, request: SimRequest) -> tuple[int, Any]:
+        if (failure := self._misbehave() or self._check_signature(request)) is not None:
+            return failure
+        ref = request.params["ref"]
+        code = request.query.get("code", [""])[0]
+        with self._lock:
+            account = self._accounts.get(ref)
+            if account is None:
+                return 200, {"account_ref": ref, "verified": False}
+            shown = account.link_code
+            verified = shown is not None and secrets.compare_digest(shown[0], code) and shown[1] > time.time()
+            if verified:
+                account.link_code = None
+        return 200, {"account_ref": ref, "verified": verified}
+
+    def _record(self, request: SimRequest) -> tuple[int, Any]:
+        if (failure := self._misbehave() or self._check_signature(request)) is not None:
+            return failure
+        with self._lock:
+            record = self._records.get(request.params["external_id"])
+        return (200, record) if record is not None else (404, {"error": "no such record"})
+
+    def _show_link_code(self, request: SimRequest) -> tuple[int, Any]:
+        ref = request.params["ref"]
+        if ref not in self._accounts:
+            return 404, {"error": "no such account"}
+        return 200, {"account_ref": ref, "code": self.link_code(ref), "expires_in": LINK_CODE_TTL_S}
+
+    def _control(self, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+        mode = body.get("mode") if isinstance(body, dict) else None
+        if mode not in ("ok", "down", "slow", "garbage"):
+            return 400, {"error": "mode must be ok, down, slow or garbage"}
+        self.mode = mode
+        return 200, {"mode": mode}

@@ -1,0 +1,51 @@
+"""The programme's well-known accounts and each resident's accounts, with ids derived, not stored.
+
+Every service that touches a resident's points (crediting now; redemption, reversal and expiry
+later) derives the same account ids from the resident id, so no lookup table is needed and the
+ids are stable across retries and processes. System accounts have fixed ids.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from ledger.types import AccountCode, LedgerUnit, NewAccount
+
+ACCOUNT_NAMESPACE = uuid.UUID("0b8f3a4e-5b0c-4c47-a7c8-4e3d5f1f2a90")
+
+#: Points are issued from here to residents (its debits are all points ever issued).
+ISSUANCE_POINTS = NewAccount(
+    id=uuid.uuid5(ACCOUNT_NAMESPACE, "system:issuance:points"),
+    ledger=LedgerUnit.POINTS,
+    code=AccountCode.ISSUANCE,
+    owner_ref="system:issuance",
+)
+#: The platform's pool of verified reductions (grams CO₂e), the stock that is later exported.
+CARBON_POOL = NewAccount(
+    id=uuid.uuid5(ACCOUNT_NAMESPACE, "system:carbon_pool:co2e_g"),
+    ledger=LedgerUnit.CO2E_G,
+    code=AccountCode.CARBON_POOL,
+    owner_ref="system:carbon_pool",
+)
+SYSTEM_ACCOUNTS = (ISSUANCE_POINTS, CARBON_POOL)
+
+
+def resident_points_account(resident_id: uuid.UUID) -> NewAccount:
+    """A resident's spendable points; never below zero."""
+    return NewAccount(
+        id=uuid.uuid5(ACCOUNT_NAMESPACE, f"resident:{resident_id}:points"),
+        ledger=LedgerUnit.POINTS,
+        code=AccountCode.RESIDENT_POINTS,
+        owner_ref=f"resident:{resident_id}",
+        debits_must_not_exceed_credits=True,
+    )
+
+
+def resident_carbon_account(resident_id: uuid.UUID) -> NewAccount:
+    """Grams of CO₂e a resident avoided: its debits are what it handed to the carbon pool."""
+    return NewAccount(
+        id=uuid.uuid5(ACCOUNT_NAMESPACE, f"resident:{resident_id}:co2e_g"),
+        ledger=LedgerUnit.CO2E_G,
+        code=AccountCode.RESIDENT_CARBON,
+        owner_ref=f"resident:{resident_id}",
+    )
