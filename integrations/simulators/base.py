@@ -78,8 +78,11 @@ class SimulatorServer:
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain" if raw_bytes else "application/json")
                 self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # the caller gave up (a timeout): nothing to answer
 
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
                 self._dispatch("GET")

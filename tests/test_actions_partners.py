@@ -1,0 +1,189 @@
+"""Linking partner accounts and claiming records when the partner is down, slow or talks garbage.
+
+The partners are the shipped simulators, real HTTP servers on 127.0.0.1; each test that breaks one
+registers its own, so that one partner's open circuit never affects another test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from litestar.testing import AsyncTestClient
+
+from domain.signatures import SIGNATURE_HEADER, sign
+from integrations.simulators.partner import PartnerSimulator
+from tests.helpers import PartnerHandle, bearer, link_account, register_partner, sign_in_operator, sign_in_resident
+from tests.test_actions_ingest import trip, yesterday_at
+
+
+@pytest.fixture(scope="module")
+async def admin(api: AsyncTestClient, database_url: str) -> dict[str, str]:
+    return bearer(await sign_in_operator(api, database_url, "admin"))
+
+
+@pytest.fixture
+async def partner(api: AsyncTestClient, admin: dict[str, str]) -> AsyncIterator[PartnerHandle]:
+    with PartnerSimulator("transit") as sim:
+        yield await register_partner(api, admin, sim)
+
+
+@pytest.fixture
+async def resident(api: AsyncTestClient, sms_gateway: Any) -> dict[str, str]:
+    return bearer(await sign_in_resident(api, sms_gateway))
+
+
+async def _link(api: AsyncTestClient, resident: dict[str, str], partner: PartnerHandle, ref: str, code: str) -> Any:
+    return await api.post(
+        "/v1/me/links", json={"partner_id": partner.id, "partner_account_ref": ref, "link_code": code}, headers=resident
+    )
+
+
+async def test_linking_needs_the_code_the_partner_showed_and_one_account_has_one_resident(
+    api: AsyncTestClient, partner: PartnerHandle, resident: dict[str, str], sms_gateway: Any
+) -> None:
+    ref = partner.simulator.open_account()
+    partner.simulator.link_code(ref)
+    wrong = await _link(api, resident, partner, ref, "000000x")
+    assert wrong.status_code == 422 and wrong.json()["code"] == "link_not_verified"
+    code = partner.simulator.link_code(ref)
+    linked = await _link(api, resident, partner, ref, code)
+    assert linked.status_code == 201
+    again = await _link(api, resident, partner, ref, "anything")
+    assert again.status_code == 200 and again.json()["id"] == linked.json()["id"]
+
+    thief = bearer(await sign_in_resident(api, sms_gateway))
+    stolen = await _link(api, thief, partner, ref, partner.simulator.link_code(ref))
+    assert stolen.status_code == 409 and stolen.json()["code"] == "account_already_linked"
+    assert (await api.get("/v1/me/links", headers=thief)).json() == []
+    # BOLA: the thief cannot unlink someone else's link either.
+    link_id = linked.json()["id"]
+    assert (await api.delete(f"/v1/me/links/{link_id}", headers=thief)).status_code == 404
+
+    assert [link["partner_account_ref"] for link in (await api.get("/v1/me/links", headers=resident)).json()] == [ref]
+    assert (await api.delete(f"/v1/me/links/{link_id}", headers=resident)).status_code == 204
+    assert (await api.get("/v1/me/links", headers=resident)).json() == []
+    # Unlinked, the account is free for its (verified) holder to link elsewhere.
+    relinked = await _link(api, thief, partner, ref, partner.simulator.link_code(ref))
+    assert relinked.status_code == 201
+
+
+async def test_link_with_unknown_partner_is_404(api: AsyncTestClient, resident: dict[str, str]) -> None:
+    response = await api.post(
+        "/v1/me/links",
+        json={"partner_id": "00000000-0000-0000-0000-000000000001", "partner_account_ref": "x", "link_code": "1"},
+        headers=resident,
+    )
+    assert response.status_code == 404 and response.json()["code"] == "partner_not_found"
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "code"),
+    [
+        ("down", 503, "partner_unavailable"),
+        ("slow", 503, "partner_unavailable"),
+        ("garbage", 502, "partner_bad_response"),
+    ],
+)
+async def test_partner_verification_failing_links_nothing(
+    api: AsyncTestClient, partner: PartnerHandle, resident: dict[str, str], mode: str, status: int, code: str
+) -> None:
+    ref = partner.simulator.open_account()
+    link_code = partner.simulator.link_code(ref)
+    partner.simulator.mode = mode
+    partner.simulator.slow_s = 4.0  # far beyond the tests' 1 s partner timeout, even on a loaded machine
+    response = await _link(api, resident, partner, ref, link_code)
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert (await api.get("/v1/me/links", headers=resident)).json() == []
+    partner.simulator.mode = "ok"
+    # As the app would: ask the partner for a new code (a slow call may still use up the old one), then link.
+    assert (await _link(api, resident, partner, ref, partner.simulator.link_code(ref))).status_code == 201
+
+
+async def test_a_claim_while_the_partner_is_down_keeps_nothing_and_can_be_retried(
+    api: AsyncTestClient, partner: PartnerHandle, resident: dict[str, str]
+) -> None:
+    ref = await link_account(api, resident, partner)
+    record = partner.simulator.add_record(trip(ref, yesterday_at(11), 20, 6_000))
+    claim = {"partner_id": partner.id, "external_id": record["external_id"]}
+    partner.simulator.mode = "down"
+    down = await api.post("/v1/me/actions/claims", json=claim, headers=resident)
+    assert down.status_code == 503 and down.json()["code"] == "partner_unavailable"
+    assert "retry-after" in down.headers
+    assert (await api.get("/v1/me/actions", headers=resident)).json()["items"] == []
+    partner.simulator.mode = "ok"
+    retried = await api.post("/v1/me/actions/claims", json=claim, headers=resident)
+    assert retried.status_code == 200 and retried.json()["outcome"] == "credited"
+
+
+async def test_repeated_failures_open_the_circuit_and_it_closes_after_the_cooldown(
+    api: AsyncTestClient, partner: PartnerHandle, resident: dict[str, str]
+) -> None:
+    ref = await link_account(api, resident, partner)
+    record = partner.simulator.add_record(trip(ref, yesterday_at(13), 20, 6_000))
+    claim = {"partner_id": partner.id, "external_id": record["external_id"]}
+    partner.simulator.mode = "down"
+    for _ in range(3):  # the tests' breaker threshold
+        assert (await api.post("/v1/me/actions/claims", json=claim, headers=resident)).status_code == 503
+    calls = partner.simulator.calls
+    partner.simulator.mode = "ok"
+    fast = await api.post("/v1/me/actions/claims", json=claim, headers=resident)
+    assert fast.status_code == 503 and fast.json()["circuit"] == "open"
+    assert partner.simulator.calls == calls, "an open circuit must not call the partner"
+    await asyncio.sleep(2.1)  # the tests' cooldown
+    closed = await api.post("/v1/me/actions/claims", json=claim, headers=resident)
+    assert closed.status_code == 200 and closed.json()["outcome"] == "credited"
+
+
+async def test_claims_only_reach_records_of_the_residents_own_linked_accounts(
+    api: AsyncTestClient, partner: PartnerHandle, resident: dict[str, str], sms_gateway: Any
+) -> None:
+    other = bearer(await sign_in_resident(api, sms_gateway))
+    theirs = await link_account(api, other, partner)
+    record = partner.simulator.add_record(trip(theirs, yesterday_at(14), 20, 6_000))
+    claim = {"partner_id": partner.id, "external_id": record["external_id"]}
+    not_linked = await api.post("/v1/me/actions/claims", json=claim, headers=resident)
+    assert not_linked.status_code == 422 and not_linked.json()["code"] == "not_linked_at_partner"
+    await link_account(api, resident, partner)
+    not_mine = await api.post("/v1/me/actions/claims", json=claim, headers=resident)
+    assert not_mine.status_code == 404 and not_mine.json()["code"] == "record_not_found"
+    missing = await api.post("/v1/me/actions/claims", json={**claim, "external_id": "nope"}, headers=resident)
+    assert missing.status_code == 404
+    assert (await api.post("/v1/me/actions/claims", json=claim, headers=other)).json()["outcome"] == "credited"
+
+
+async def test_a_malformed_record_from_the_partner_is_a_bad_gateway(
+    api: AsyncTestClient, partner: PartnerHandle, resident: dict[str, str]
+) -> None:
+    ref = await link_account(api, resident, partner)
+    partner.simulator.add_record({"external_id": "weird-1", "account_ref": ref, "mode": "metro"})
+    response = await api.post(
+        "/v1/me/actions/claims", json={"partner_id": partner.id, "external_id": "weird-1"}, headers=resident
+    )
+    assert response.status_code == 502 and response.json()["code"] == "partner_bad_response"
+
+
+def test_the_simulator_refuses_unsigned_and_wrongly_signed_calls(partner_sim_url: tuple[str, str]) -> None:
+    url, secret = partner_sim_url
+    target = "/records/x"
+    with httpx.Client(base_url=url) as client:
+        assert client.get(target).status_code == 401
+        bad = sign("whsec_wrong", int(time.time()), "GET", target)
+        assert client.get(target, headers={SIGNATURE_HEADER: bad}).status_code == 401
+        good = sign(secret, int(time.time()), "GET", target)
+        assert client.get(target, headers={SIGNATURE_HEADER: good}).status_code == 404
+        other_path = sign(secret, int(time.time()), "GET", "/records/y")
+        assert client.get(target, headers={SIGNATURE_HEADER: other_path}).status_code == 401
+
+
+@pytest.fixture
+def partner_sim_url() -> Any:
+    with PartnerSimulator("recycling") as sim:
+        sim.configure("whsec_test")
+        yield sim.url, "whsec_test"
