@@ -63,7 +63,7 @@ from ledger.sealer import Sealer
 from ledger.service import Ledger
 from ledger.transparency import LogReader
 
-API_VERSION = "0.2.0"
+API_VERSION = "0.3.0"
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The ``carbon-rewards`` command: serve the API, migrate, print the database URL, verify the ledger,
-create operators.
+create operators, run partner simulators.
 
 With no ``DATABASE_URL`` every command runs on the embedded PostgreSQL in ``--data-dir``; ``serve``
 keeps it running while it serves and stops it on Ctrl-C.
@@ -182,6 +182,27 @@ async def _create_operator(settings: Settings, username: str, role: str) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    import os
+
+    from integrations.simulators.partner import run_demo
+
+    run_demo(
+        args.kind.replace("-", "_"),
+        host=args.sim_host,
+        port=args.sim_port,
+        service_url=args.service_url,
+        operator_token=os.environ.get("CARBON_SIM_OPERATOR_TOKEN"),
+        webhook_secret=os.environ.get("CARBON_SIM_WEBHOOK_SECRET"),
+        client_id=args.client_id,
+        client_secret=os.environ.get("CARBON_SIM_CLIENT_SECRET"),
+        accounts=args.accounts,
+        push_every_s=args.push_every,
+        batch=args.batch,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carbon-rewards", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -216,6 +237,22 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--username", required=True)
     create.add_argument("--role", choices=("admin", "auditor"), required=True)
     data_dir(create)
+    simulate = commands.add_parser(
+        "simulate",
+        help="run a partner simulator (transit, recycling, second-hand) for demos",
+        description="Serves the partner's side (accounts, link codes, records) until Ctrl-C. With "
+        "CARBON_SIM_OPERATOR_TOKEN (an admin's access token) and --service-url it registers itself as a partner; "
+        "with --push-every it pushes generated records. Secrets come from the environment: "
+        "CARBON_SIM_WEBHOOK_SECRET and CARBON_SIM_CLIENT_SECRET when not registering itself.",
+    )
+    simulate.add_argument("kind", choices=("transit", "recycling", "second-hand"))
+    simulate.add_argument("--host", dest="sim_host", default="127.0.0.1")
+    simulate.add_argument("--port", dest="sim_port", type=int, default=0, help="default: any free port")
+    simulate.add_argument("--service-url", help="carbon-rewards base URL, e.g. http://127.0.0.1:8000")
+    simulate.add_argument("--client-id", help="the partner's client id (when not registering itself)")
+    simulate.add_argument("--accounts", type=int, default=3, help="accounts to open at start (default 3)")
+    simulate.add_argument("--push-every", type=float, help="push a batch of generated records every N seconds")
+    simulate.add_argument("--batch", type=int, default=10, help="records per push (default 10)")
     return parser
 
 
@@ -234,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _verify_export(args.export) if args.export else asyncio.run(_verify_database(settings))
         elif args.command == "ledger" and args.ledger_command == "export":
             return asyncio.run(_export(settings, args.output))
+        elif args.command == "simulate":
+            return _simulate(args)
         elif args.command == "operator" and args.operator_command == "create":
             return asyncio.run(_create_operator(settings, args.username, args.role))
     except KeyboardInterrupt:

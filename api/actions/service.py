@@ -76,7 +76,7 @@ from ledger.types import LedgerUnit, NewAccount, NewTransfer, TransferCode
 #: Advisory-lock class of "one resident's actions are being decided" (the two-int lock space).
 RESIDENT_LOCK_CLASS = 0x61637431  # "act1"
 #: Stripes of a partner's hourly volume counter.
-VOLUME_SLOTS = 8
+VOLUME_SLOTS = 16
 #: How far back a partner's usual hourly volume is measured.
 VOLUME_HISTORY = timedelta(days=7)
 

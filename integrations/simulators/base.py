@@ -32,6 +32,11 @@ class SimRequest:
 PatternHandler = Callable[[SimRequest], tuple[int, Any]]
 
 
+class _Server(ThreadingHTTPServer):
+    #: Room for many simultaneous connections (the default backlog of 5 drops SYNs under load).
+    request_queue_size = 256
+
+
 class SimulatorServer:
     """Serves ``routes`` on 127.0.0.1 (port 0 = any free port) until ``stop()``."""
 
@@ -43,6 +48,9 @@ class SimulatorServer:
         simulator = self
 
         class RequestHandler(BaseHTTPRequestHandler):
+            # Keep-alive: every answer carries a Content-Length, so clients may reuse connections.
+            protocol_version = "HTTP/1.1"
+
             def _dispatch(self, method: str) -> None:
                 url = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
@@ -93,7 +101,7 @@ class SimulatorServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 return
 
-        self._server = ThreadingHTTPServer((host, port), RequestHandler)
+        self._server = _Server((host, port), RequestHandler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -4,7 +4,8 @@ Each is a real HTTP server on 127.0.0.1 that plays the partner's side of the con
 (``integrations.partners``): it keeps accounts and records, confirms link codes, serves records to
 signed requests, and signs batches of generated, realistic records for pushing. Demo-only routes
 stand in for the partner's own app: ``POST /accounts`` opens an account, ``POST
-/accounts/{ref}/link-code`` shows a link code to its holder. ``POST /control`` ``{"mode": …}``
+/accounts/{ref}/link-code`` shows a link code to its holder, ``POST /accounts/{ref}/records`` makes
+the holder act (a trip, a drop-off, a sale) and returns the new record. ``POST /control`` ``{"mode": …}``
 makes it misbehave for tests and demos: ``down`` (503), ``slow`` (answers after ``slow_s``),
 ``garbage`` (answers that are not JSON).
 """
@@ -75,6 +76,7 @@ class PartnerSimulator(SimulatorServer):
         self.route_pattern("GET", "/accounts/{ref}/verify", self._verify)
         self.route_pattern("GET", "/records/{external_id}", self._record)
         self.route_pattern("POST", "/accounts/{ref}/link-code", self._show_link_code)
+        self.route_pattern("POST", "/accounts/{ref}/records", self._new_record)
         self.route("POST", "/accounts", lambda query, body: (201, {"account_ref": self.open_account()}))
         self.route("POST", "/control", self._control)
         self.route("GET", "/health", lambda query, body: (200, {"status": "ok", "kind": self.kind.value}))
@@ -223,9 +225,95 @@ class PartnerSimulator(SimulatorServer):
             return 404, {"error": "no such account"}
         return 200, {"account_ref": ref, "code": self.link_code(ref), "expires_in": LINK_CODE_TTL_S}
 
+    def _new_record(self, request: SimRequest) -> tuple[int, Any]:
+        ref = request.params["ref"]
+        if ref not in self._accounts:
+            return 404, {"error": "no such account"}
+        return 201, self.generate(ref)
+
     def _control(self, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
         mode = body.get("mode") if isinstance(body, dict) else None
         if mode not in ("ok", "down", "slow", "garbage"):
             return 400, {"error": "mode must be ok, down, slow or garbage"}
         self.mode = mode
         return 200, {"mode": mode}
+
+
+def _client_token(client: httpx.Client, client_id: str, client_secret: str) -> str:
+    response = client.post(
+        "/v1/auth/token",
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret},
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+def run_demo(
+    kind: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    service_url: str | None = None,
+    operator_token: str | None = None,
+    webhook_secret: str | None = None,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    accounts: int = 3,
+    push_every_s: float | None = None,
+    batch: int = 10,
+) -> None:
+    """``carbon-rewards simulate``: serve a partner until Ctrl-C, optionally registering it and pushing traffic.
+
+    With ``operator_token`` (an admin's) the simulator registers itself at ``service_url`` and uses
+    the credentials it gets; otherwise give it ``webhook_secret`` (and the client credentials to push).
+    """
+    simulator = PartnerSimulator(kind, host, port)
+    simulator.start()
+    client = httpx.Client(base_url=service_url, timeout=10.0) if service_url else None
+    try:
+        print(f"{simulator.name} listening on {simulator.url}", flush=True)
+        if client is not None and operator_token:
+            created = client.post(
+                "/v1/operator/partners",
+                json={
+                    "name": f"{simulator.name} {secrets.token_hex(2)}",
+                    "kind": simulator.kind.value,
+                    "api_base_url": simulator.url,
+                },
+                headers={"Authorization": f"Bearer {operator_token}"},
+            )
+            created.raise_for_status()
+            credentials = created.json()["credentials"]
+            client_id, client_secret = credentials["client_id"], credentials["client_secret"]
+            webhook_secret = credentials["webhook_secret"]
+            print(f"registered as partner {created.json()['partner']['id']} (client {client_id})", flush=True)
+        if webhook_secret:
+            simulator.configure(webhook_secret)
+        refs = [simulator.open_account() for _ in range(accounts)]
+        for ref in refs:
+            print(f"account {ref}: link code {simulator.link_code(ref)} (POST /accounts/{ref}/link-code for a new one)")
+        if not (push_every_s and client is not None and client_id and client_secret and webhook_secret):
+            threading.Event().wait()
+            return
+        token, token_at = _client_token(client, client_id, client_secret), time.monotonic()
+        while True:
+            time.sleep(push_every_s)
+            if time.monotonic() - token_at > 300:
+                token, token_at = _client_token(client, client_id, client_secret), time.monotonic()
+            records = [simulator.generate(simulator._rng.choice(refs)) for _ in range(batch)]
+            response = simulator.push(client, records, token)
+            if response.status_code != 200:
+                print(f"push refused: {response.status_code} {response.text}", flush=True)
+                continue
+            summary = response.json()
+            print(
+                f"pushed {len(records)}: {summary['credited']} credited, {summary['rejected']} rejected, "
+                f"{summary['duplicate']} duplicate, {summary['pending_review']} held for review",
+                flush=True,
+            )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if client is not None:
+            client.close()
+        simulator.stop()
