@@ -120,7 +120,10 @@ async def run_for(
     async def loop(worker: int) -> None:
         while time.monotonic() < deadline:
             began = time.perf_counter()
-            outcomes = await work(worker)
+            try:
+                outcomes = await work(worker)
+            except httpx.TransportError as exc:
+                outcomes = {f"transport error {type(exc).__name__}": 1}
             measured.latencies.append(time.perf_counter() - began)
             for outcome, count in outcomes.items():
                 measured.outcomes[outcome] = measured.outcomes.get(outcome, 0) + count
@@ -210,7 +213,7 @@ async def setup(service: str, sim: str, sms: SmsGatewaySimulator, secret: str, p
 
 async def claimable(sim: str, residents: list[dict[str, Any]], per_resident: int) -> list[list[str]]:
     """Records the simulator holds but nobody pushed: what the residents will claim."""
-    async with httpx.AsyncClient(base_url=sim, timeout=60) as partner:
+    async with httpx.AsyncClient(base_url=sim, timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as partner:
 
         async def make(r: dict[str, Any]) -> list[str]:
             return [

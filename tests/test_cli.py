@@ -3,6 +3,7 @@ an operator created from the command line, and a resident signing in with the co
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -14,11 +15,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import psutil
 import pytest
+
+from api.cli import main
 
 CLI = [sys.executable, "-m", "api.cli"]
 
@@ -98,13 +102,28 @@ class Service:
             self.process.wait()
 
 
-def db_url(data_dir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, "db-url", "--data-dir", str(data_dir)], env=embedded_env(), capture_output=True, text=True, timeout=60
-    )
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
+    """Run a short ``carbon-rewards`` command in this process (a thread), as the console script would.
+
+    ``serve`` runs as a real child process (it is what is interrupted); the quick commands around it
+    run here, which saves an interpreter start and the imports per command on a slow machine.
+    """
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("CARBON_LOG_LEVEL", "WARNING")
+
+    async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        code = await asyncio.to_thread(main, list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
 
 
-async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path) -> None:
+async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path, in_process: Any) -> None:
     """One data directory through its life: serve (creating the database), Ctrl-C, migrate, serve again with the
     data kept, in demo mode, with an operator created from the command line."""
     # The README's first command: serve on an empty data directory creates and migrates the database.
@@ -112,9 +131,9 @@ async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path) -> Non
     marker = uuid.uuid4()
     try:
         assert service.wait_ready()["database"] == "reachable"
-        printed = db_url(data_dir)
-        assert printed.returncode == 0, printed.stderr
-        url = printed.stdout.strip().splitlines()[-1]
+        code, out, err = await in_process("db-url", "--data-dir", str(data_dir))
+        assert code == 0, err
+        url = out.strip().splitlines()[-1]
         conn = await asyncpg.connect(url)
         try:
             await conn.execute(
@@ -128,19 +147,19 @@ async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path) -> Non
     finally:
         service.kill()
     assert not postgres_processes(data_dir), "Ctrl-C must stop the embedded PostgreSQL"
-    assert db_url(data_dir).returncode == 1  # nothing running any more
+    assert (await in_process("db-url", "--data-dir", str(data_dir)))[0] == 1  # nothing running any more
 
-    migrated = subprocess.run(
-        [*CLI, "migrate", "--data-dir", str(data_dir)], env=embedded_env(), capture_output=True, text=True, timeout=180
-    )
-    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-    assert "migrated" in migrated.stdout
+    code, out, err = await in_process("migrate", "--data-dir", str(data_dir))
+    assert code == 0, out + err
+    assert "migrated" in out
     assert not postgres_processes(data_dir), "migrate must stop the server it started"
 
     restarted = Service(data_dir, "--demo")
     try:
         restarted.wait_ready()
-        conn = await asyncpg.connect(db_url(data_dir).stdout.strip().splitlines()[-1])
+        conn = await asyncpg.connect(
+            (await in_process("db-url", "--data-dir", str(data_dir)))[1].strip().splitlines()[-1]
+        )
         try:
             assert await conn.fetchval("SELECT count(*) FROM ledger_accounts WHERE id = $1", marker) == 1
         finally:
@@ -151,20 +170,23 @@ async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path) -> Non
         keys = httpx.get(f"{restarted.url}/v1/ledger/public-keys", timeout=10).json()["keys"]
         assert len(keys) == 1
         assert httpx.get(f"{restarted.url}/v1/ledger/checkpoints/latest", timeout=10).is_success
-        verified = subprocess.run(
-            [*CLI, "ledger", "verify", "--data-dir", str(data_dir)],
-            env=embedded_env(), capture_output=True, text=True, timeout=180,
-        )
-        assert verified.returncode == 0, verified.stdout + verified.stderr
-        assert "OK" in verified.stdout
+        code, out, err = await in_process("ledger", "verify", "--data-dir", str(data_dir))
+        assert code == 0, out + err
+        assert "OK" in out
 
         # An operator created from the command line while the service runs can sign in.
-        created = subprocess.run(
-            [*CLI, "operator", "create", "--username", "city-admin", "--role", "admin", "--data-dir", str(data_dir)],
-            env={**embedded_env(), "CARBON_OPERATOR_PASSWORD": "a long enough password"},
-            capture_output=True, text=True, timeout=180,
+        code, out, err = await in_process(
+            "operator",
+            "create",
+            "--username",
+            "city-admin",
+            "--role",
+            "admin",
+            "--data-dir",
+            str(data_dir),
+            env={"CARBON_OPERATOR_PASSWORD": "a long enough password"},
         )
-        assert created.returncode == 0, created.stdout + created.stderr
+        assert code == 0, out + err
         login = httpx.post(
             f"{restarted.url}/v1/auth/operator/login",
             json={"username": "city-admin", "password": "a long enough password"},
@@ -177,8 +199,13 @@ async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path) -> Non
         assert httpx.post(f"{restarted.url}/v1/auth/otp", json={"phone": phone}, timeout=30).status_code == 202
         code = None
         for _ in range(100):
-            found = [m.group(1) for line in restarted.output if phone in line
-                     for m in [re.search(r"code is (\d{6})", line)] if m]
+            found = [
+                m.group(1)
+                for line in restarted.output
+                if phone in line
+                for m in [re.search(r"code is (\d{6})", line)]
+                if m
+            ]
             if found:
                 code = found[-1]
                 break
