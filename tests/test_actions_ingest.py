@@ -310,6 +310,22 @@ async def test_daily_cap_boundaries(api: AsyncTestClient, transit: PartnerHandle
     [other_day] = (await push(api, transit, [trip(ref, start - timedelta(days=1), 30, 19_608)])).json()["results"]
     assert other_day["points"] == 10
 
+    # 12 actions and 23 ledger entries (the capped one has no points transfer), paged 5 at a time.
+    for path, total in (("/v1/me/actions", 12), ("/v1/me/ledger", 23)):
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = (
+                await api.get(path, params={"limit": 5, **({"cursor": cursor} if cursor else {})}, headers=resident)
+            ).json()
+            seen += [item.get("id") or item["transfer_id"] for item in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert len(seen) == len(set(seen)) == total, path
+    bad = await api.get("/v1/me/actions", params={"cursor": "not-a-cursor"}, headers=resident)
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_input"
+
 
 async def test_batches_are_bounded_and_must_be_json(api: AsyncTestClient, transit: PartnerHandle) -> None:
     for body in (b"not json", b'{"records": []}', b'{"records": {}}'):

@@ -33,7 +33,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -77,6 +77,8 @@ from ledger.types import LedgerUnit, NewAccount, NewTransfer, TransferCode
 RESIDENT_LOCK_CLASS = 0x61637431  # "act1"
 #: Stripes of a partner's hourly volume counter.
 VOLUME_SLOTS = 16
+#: Share of pushes that also delete remembered signatures too old to be replayed.
+SIGNATURE_PRUNE_SHARE = 0.01
 #: How far back a partner's usual hourly volume is measured.
 VOLUME_HISTORY = timedelta(days=7)
 
@@ -316,6 +318,12 @@ async def push_batch(
     )
     if not first_time:
         raise SignatureReplayed("a request with this signature was already received; sign each request anew")
+    if random.random() < SIGNATURE_PRUNE_SHARE:
+        # Signatures older than the window can never be replayed (their t= is refused): forget them.
+        await conn.execute(
+            "DELETE FROM partner_request_signatures WHERE seen_at < now() - make_interval(secs => $1)",
+            2 * rt.signature_tolerance_s,
+        )
     return await _ingest(conn, rt, partner.id, ActionKind(partner.kind), records, "push", now)
 
 
@@ -879,7 +887,7 @@ async def resident_actions(session: AsyncSession, resident_id: uuid.UUID, cursor
     query = select(Action).where(Action.resident_id == resident_id)
     after = decode_cursor(cursor)
     if after is not None:
-        query = query.where((Action.received_at, Action.id) < after)  # type: ignore[arg-type, operator]
+        query = query.where(tuple_(Action.received_at, Action.id) < tuple_(*after))
     rows = (
         await session.scalars(query.order_by(Action.received_at.desc(), Action.id.desc()).limit(limit + 1))  # type: ignore[attr-defined]
     ).all()
