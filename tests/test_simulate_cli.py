@@ -1,0 +1,50 @@
+"""`carbon-rewards simulate` runs a partner for demos: it serves, prints link codes, and stops on Ctrl-C."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from domain.signatures import SIGNATURE_HEADER, sign
+from tests.test_cli import embedded_env, free_port
+
+
+def test_simulate_serves_a_partner_until_interrupted() -> None:
+    port = free_port()
+    env = {**embedded_env(), "CARBON_SIM_WEBHOOK_SECRET": "whsec_demo"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "simulate", "recycling", "--port", str(port), "--accounts", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 120
+        while not any("link code" in line for line in lines):
+            assert time.monotonic() < deadline, "".join(lines)
+            line = child.stdout.readline()  # type: ignore[union-attr]
+            assert line or child.poll() is None, "".join(lines)
+            lines.append(line)
+        assert f"recycling-partner-simulator listening on http://127.0.0.1:{port}" in lines[0]
+        match = re.search(r"account (\S+): link code (\d{6})", "".join(lines))
+        assert match is not None, "".join(lines)
+        ref, code = match.groups()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            record = client.post(f"/accounts/{ref}/records").json()
+            assert record["account_ref"] == ref and record["kind"] == "recycling" and record["weight_g"] > 0
+            target = f"/accounts/{ref}/verify?code={code}"
+            signed = {SIGNATURE_HEADER: sign("whsec_demo", int(time.time()), "GET", target)}
+            assert client.get(target, headers=signed).json() == {"account_ref": ref, "verified": True}
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=60) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
