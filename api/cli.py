@@ -184,8 +184,14 @@ async def _create_operator(settings: Settings, username: str, role: str) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     import os
+    import signal
 
     from integrations.simulators.partner import run_demo
+
+    # Ctrl-C and SIGTERM stop the simulator cleanly, even when started from a shell that ignores
+    # SIGINT for background jobs (Python then leaves it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     run_demo(
         args.kind.replace("-", "_"),
