@@ -17,14 +17,7 @@ from sqlalchemy import BigInteger, Column, Date, DateTime, Index, Integer, Small
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-
-def _timestamp(nullable: bool = False, default_now: bool = True) -> Any:
-    return Field(
-        default=None,
-        sa_column=Column(
-            DateTime(timezone=True), nullable=nullable, server_default=text("now()") if default_now else None
-        ),
-    )
+from api.columns import timestamp
 
 
 class PartnerLink(SQLModel, table=True):
@@ -46,8 +39,8 @@ class PartnerLink(SQLModel, table=True):
     resident_id: UUID = Field(nullable=False)
     partner_id: UUID = Field(nullable=False)
     partner_account_ref: str = Field(sa_column=Column(String(128), nullable=False))
-    created_at: datetime = _timestamp()
-    unlinked_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    created_at: datetime = timestamp()
+    unlinked_at: datetime | None = timestamp(nullable=True, default_now=False)
 
 
 class Action(SQLModel, table=True):
@@ -70,8 +63,8 @@ class Action(SQLModel, table=True):
     kind: str = Field(sa_column=Column(String(32), nullable=False))
     category: str = Field(sa_column=Column(String(64), nullable=False))
     quantity: int = Field(sa_column=Column(BigInteger, nullable=False))
-    started_at: datetime | None = _timestamp(nullable=True, default_now=False)
-    occurred_at: datetime = _timestamp(default_now=False)
+    started_at: datetime | None = timestamp(nullable=True, default_now=False)
+    occurred_at: datetime = timestamp(default_now=False)
     local_day: date = Field(sa_column=Column(Date, nullable=False))
     status: str = Field(sa_column=Column(String(32), nullable=False))
     reason: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
@@ -84,8 +77,8 @@ class Action(SQLModel, table=True):
     factor: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
     source: str = Field(sa_column=Column(String(16), nullable=False))
     record: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
-    received_at: datetime = _timestamp()
-    decided_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    received_at: datetime = timestamp()
+    decided_at: datetime | None = timestamp(nullable=True, default_now=False)
 
 
 class ActionReview(SQLModel, table=True):
@@ -98,7 +91,7 @@ class ActionReview(SQLModel, table=True):
     operator_id: UUID = Field(nullable=False)
     decision: str = Field(sa_column=Column(String(16), nullable=False))
     reason: str = Field(sa_column=Column(String(500), nullable=False))
-    at: datetime = _timestamp()
+    at: datetime = timestamp()
 
 
 class PartnerRequestSignature(SQLModel, table=True):
@@ -109,7 +102,7 @@ class PartnerRequestSignature(SQLModel, table=True):
 
     partner_id: UUID = Field(primary_key=True)
     digest: str = Field(sa_column=Column(String(64), primary_key=True))
-    seen_at: datetime = _timestamp()
+    seen_at: datetime = timestamp()
 
 
 class PartnerHourlyVolume(SQLModel, table=True):

@@ -26,14 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-
-def _timestamp(nullable: bool = False, default_now: bool = True) -> Any:
-    return Field(
-        default=None,
-        sa_column=Column(
-            DateTime(timezone=True), nullable=nullable, server_default=text("now()") if default_now else None
-        ),
-    )
+from api.columns import timestamp
 
 
 class Resident(SQLModel, table=True):
@@ -44,7 +37,7 @@ class Resident(SQLModel, table=True):
     id: UUID = Field(primary_key=True)
     phone_hash: bytes | None = Field(default=None, sa_column=Column(LargeBinary, unique=True, nullable=True))
     idp_subject: str | None = Field(default=None, sa_column=Column(String(255), unique=True, nullable=True))
-    created_at: datetime = _timestamp()
+    created_at: datetime = timestamp()
 
 
 class OtpChallenge(SQLModel, table=True):
@@ -57,9 +50,9 @@ class OtpChallenge(SQLModel, table=True):
     phone_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     code_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default=text("0")))
-    created_at: datetime = _timestamp()
-    expires_at: datetime = _timestamp(default_now=False)
-    consumed_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    created_at: datetime = timestamp()
+    expires_at: datetime = timestamp(default_now=False)
+    consumed_at: datetime | None = timestamp(nullable=True, default_now=False)
 
 
 class Merchant(SQLModel, table=True):
@@ -68,7 +61,7 @@ class Merchant(SQLModel, table=True):
     id: UUID = Field(primary_key=True)
     name: str = Field(sa_column=Column(String(200), nullable=False))
     idempotency_key: str | None = Field(default=None, sa_column=Column(String(100), unique=True, nullable=True))
-    created_at: datetime = _timestamp()
+    created_at: datetime = timestamp()
 
 
 class Partner(SQLModel, table=True):
@@ -82,7 +75,7 @@ class Partner(SQLModel, table=True):
     api_base_url: str = Field(sa_column=Column(String(500), nullable=False))
     webhook_secret_sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     idempotency_key: str | None = Field(default=None, sa_column=Column(String(100), unique=True, nullable=True))
-    created_at: datetime = _timestamp()
+    created_at: datetime = timestamp()
 
 
 class ApiClient(SQLModel, table=True):
@@ -95,8 +88,8 @@ class ApiClient(SQLModel, table=True):
     secret_hash: str = Field(sa_column=Column(String(255), nullable=False))
     role: str = Field(sa_column=Column(String(32), nullable=False))
     owner_id: UUID = Field(nullable=False)
-    created_at: datetime = _timestamp()
-    secret_rotated_at: datetime = _timestamp()
+    created_at: datetime = timestamp()
+    secret_rotated_at: datetime = timestamp()
 
 
 class Operator(SQLModel, table=True):
@@ -106,7 +99,7 @@ class Operator(SQLModel, table=True):
     username: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
     password_hash: str = Field(sa_column=Column(String(255), nullable=False))
     role: str = Field(sa_column=Column(String(32), nullable=False))
-    created_at: datetime = _timestamp()
+    created_at: datetime = timestamp()
 
 
 class RefreshToken(SQLModel, table=True):
@@ -123,10 +116,10 @@ class RefreshToken(SQLModel, table=True):
     token_hash: bytes = Field(sa_column=Column(LargeBinary, unique=True, nullable=False))
     subject_id: UUID = Field(nullable=False)
     role: str = Field(sa_column=Column(String(32), nullable=False))
-    issued_at: datetime = _timestamp()
-    expires_at: datetime = _timestamp(default_now=False)
-    used_at: datetime | None = _timestamp(nullable=True, default_now=False)
-    revoked_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    issued_at: datetime = timestamp()
+    expires_at: datetime = timestamp(default_now=False)
+    used_at: datetime | None = timestamp(nullable=True, default_now=False)
+    revoked_at: datetime | None = timestamp(nullable=True, default_now=False)
     client_ip: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     user_agent: str | None = Field(default=None, sa_column=Column(String(255), nullable=True))
 
@@ -139,8 +132,8 @@ class TokenSigningKey(SQLModel, table=True):
     kid: str = Field(sa_column=Column(String(32), primary_key=True))
     algorithm: str = Field(sa_column=Column(String(16), nullable=False))
     public_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    created_at: datetime = _timestamp()
-    retired_at: datetime | None = _timestamp(nullable=True, default_now=False)
+    created_at: datetime = timestamp()
+    retired_at: datetime | None = timestamp(nullable=True, default_now=False)
 
 
 class RateLimitWindow(SQLModel, table=True):
@@ -159,7 +152,7 @@ class OperatorAuditEntry(SQLModel, table=True):
     __tablename__ = "operator_audit_log"
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
-    at: datetime = _timestamp()
+    at: datetime = timestamp()
     operator_id: UUID | None = Field(default=None, nullable=True)
     operator_username: str = Field(sa_column=Column(String(64), nullable=False))
     action: str = Field(sa_column=Column(String(64), nullable=False))
