@@ -208,8 +208,12 @@ async def _partner(session: AsyncSession, partner_id: uuid.UUID) -> Partner:
     return partner
 
 
+def _webhook_secret(rt: ActionsRuntime, partner: Partner) -> str:
+    return rt.secret.unseal(partner.webhook_secret_sealed)
+
+
 def _endpoint(rt: ActionsRuntime, partner: Partner) -> PartnerEndpoint:
-    return PartnerEndpoint(partner.id, partner.api_base_url, rt.secret.unseal(partner.webhook_secret_sealed))
+    return PartnerEndpoint(partner.id, partner.api_base_url, _webhook_secret(rt, partner))
 
 
 # ----------------------------------------------------------------------------------------------- links
@@ -261,14 +265,16 @@ async def _active_link(session: AsyncSession, partner_id: uuid.UUID, account_ref
     ).first()
 
 
-async def list_links(session: AsyncSession, resident_id: uuid.UUID) -> Sequence[PartnerLink]:
-    return (
-        await session.scalars(
-            select(PartnerLink)
-            .where(PartnerLink.resident_id == resident_id, PartnerLink.unlinked_at.is_(None))  # type: ignore[union-attr]
-            .order_by(PartnerLink.created_at)  # type: ignore[arg-type]
-        )
-    ).all()
+async def list_links(
+    session: AsyncSession, resident_id: uuid.UUID, partner_id: uuid.UUID | None = None
+) -> Sequence[PartnerLink]:
+    """The resident's active links, oldest first; only those at ``partner_id`` when it is given."""
+    query = select(PartnerLink).where(
+        PartnerLink.resident_id == resident_id, PartnerLink.unlinked_at.is_(None)  # type: ignore[union-attr]
+    )
+    if partner_id is not None:
+        query = query.where(PartnerLink.partner_id == partner_id)
+    return (await session.scalars(query.order_by(PartnerLink.created_at))).all()  # type: ignore[arg-type]
 
 
 async def unlink(session: AsyncSession, resident_id: uuid.UUID, link_id: uuid.UUID) -> None:
@@ -306,8 +312,9 @@ async def push_batch(
     """A partner's signed batch: verify the signature, refuse replays, decide every record."""
     partner = await _partner(session, principal.subject_id)
     now = _now()
-    secret = rt.secret.unseal(partner.webhook_secret_sealed)
-    digest = verify(signature, secret, int(now.timestamp()), "POST", path, body, rt.signature_tolerance_s)
+    digest = verify(
+        signature, _webhook_secret(rt, partner), int(now.timestamp()), "POST", path, body, rt.signature_tolerance_s
+    )
     records = parse_batch(body)
     conn = await raw_connection(session)
     first_time = await conn.fetchval(
@@ -335,7 +342,7 @@ async def claim(
     The partner is called before anything is written, so a failed call leaves nothing behind.
     """
     partner = await _partner(session, partner_id)
-    links = [link for link in await list_links(session, resident_id) if link.partner_id == partner_id]
+    links = await list_links(session, resident_id, partner_id)
     if not links:
         raise NotLinkedAtPartner("link your account at this partner first (POST /v1/me/links)")
     raw = await rt.partners.fetch_record(_endpoint(rt, partner), external_id)
@@ -398,8 +405,8 @@ async def _ingest(
         [links[r.account_ref] for _, r in candidates if r.kind is ActionKind.TRANSIT],
         [r for _, r in candidates if r.kind is ActionKind.TRANSIT],
     )
-    days = [local_day(r.occurred_at, rt.local_offset) for _, r in candidates]
-    usage = await _cap_usage(conn, residents, min(days, default=None))
+    days = {index: local_day(r.occurred_at, rt.local_offset) for index, r in candidates}
+    usage = await _cap_usage(conn, residents, min(days.values(), default=None))
     allowance = await _anomaly_allowance(conn, rt, partner_id, now) if source == "push" else None
 
     decided: list[_Decided] = []
@@ -428,9 +435,8 @@ async def _ingest(
                 detail="no resident has linked this partner account",
             )
             continue
-        day = local_day(record.occurred_at, rt.local_offset)
         assessment = assess(record, rt.methodologies, now, earlier[resident], rt.local_offset)
-        item = _Decided(aid, record, raws[index], resident, day, ActionStatus.REJECTED, index=index)
+        item = _Decided(aid, record, raws[index], resident, days[index], ActionStatus.REJECTED, index=index)
         if not assessment.accepted:
             item.reason = assessment.reason
         elif allowance is not None and allowance <= 0:
@@ -469,25 +475,31 @@ def _resident_lock(resident_id: uuid.UUID) -> int:
     return int.from_bytes(resident_id.bytes[:4], "big", signed=True)
 
 
-def _apply_points(item: _Decided, rt: ActionsRuntime, usage: dict[tuple[uuid.UUID, str, date], int]) -> None:
+@dataclass
+class _CapUsage:
+    """Points already credited per resident and kind, by local day and by month, kept current while deciding."""
+
+    daily: defaultdict[tuple[uuid.UUID, str, date], int] = field(default_factory=lambda: defaultdict(int))
+    monthly: defaultdict[tuple[uuid.UUID, str, date], int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, resident_id: uuid.UUID, kind: str, day: date, points: int) -> None:
+        self.daily[(resident_id, kind, day)] += points
+        self.monthly[(resident_id, kind, month_start(day))] += points
+
+
+def _apply_points(item: _Decided, rt: ActionsRuntime, usage: _CapUsage) -> None:
     """Points for the reduction, within what the kind's daily and monthly caps leave; usage is updated."""
     assert item.reduction is not None
     kind = item.record.kind.value
-    points = points_for(item.reduction.grams_co2e, rt.points_per_kg)
-    today = usage[(item.resident_id, kind, item.day)]
-    first = month_start(item.day)
-    this_month = sum(
-        v for (r, k, d), v in usage.items() if r == item.resident_id and k == kind and month_start(d) == first
-    )
     capped = apply_caps(
-        points,
-        today=today,
+        points_for(item.reduction.grams_co2e, rt.points_per_kg),
+        today=usage.daily[(item.resident_id, kind, item.day)],
         daily_cap=rt.caps.daily.get(kind, 0),
-        this_month=this_month,
+        this_month=usage.monthly[(item.resident_id, kind, month_start(item.day))],
         monthly_cap=rt.caps.monthly.get(kind, 0),
     )
     item.points, item.withheld, item.cap_reason = capped.credited, capped.cut, capped.reason
-    usage[(item.resident_id, kind, item.day)] += capped.credited
+    usage.add(item.resident_id, kind, item.day, capped.credited)
 
 
 def _result(item: _Decided) -> RecordResult:
@@ -548,11 +560,9 @@ async def _earlier_trips(
     return trips
 
 
-async def _cap_usage(
-    conn: asyncpg.Connection, residents: list[uuid.UUID], earliest_day: date | None
-) -> defaultdict[tuple[uuid.UUID, str, date], int]:
-    """Points already credited per (resident, kind, local day), from the first month the submission touches."""
-    usage: defaultdict[tuple[uuid.UUID, str, date], int] = defaultdict(int)
+async def _cap_usage(conn: asyncpg.Connection, residents: list[uuid.UUID], earliest_day: date | None) -> _CapUsage:
+    """Points already credited per resident, kind and local day, from the first month the submission touches."""
+    usage = _CapUsage()
     if not residents or earliest_day is None:
         return usage
     rows = await conn.fetch(
@@ -562,7 +572,7 @@ async def _cap_usage(
         month_start(earliest_day),
     )
     for r in rows:
-        usage[(r["resident_id"], r["kind"], r["local_day"])] = r["points"]
+        usage.add(r["resident_id"], r["kind"], r["local_day"], r["points"])
     return usage
 
 

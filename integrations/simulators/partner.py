@@ -107,10 +107,15 @@ class PartnerSimulator(SimulatorServer):
             self._records[record["external_id"]] = record
         return record
 
-    def generate(self, ref: str, now: datetime | None = None) -> dict[str, Any]:
-        """A new realistic record of this partner's kind for account ``ref`` (kept, so it can be claimed)."""
+    def generate(self, ref: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+        """A new realistic record of this partner's kind (kept, so it can be claimed).
+
+        It belongs to account ``ref``, or to one of the simulator's accounts picked at random.
+        """
         now = now or datetime.now(UTC)
         with self._lock:
+            if ref is None:
+                ref = self._rng.choice(list(self._accounts))
             account = self._accounts[ref]
             self._counter += 1
             external_id = f"{self._prefix}-{self._counter:09d}"
@@ -300,7 +305,7 @@ def run_demo(
             time.sleep(push_every_s)
             if time.monotonic() - token_at > 300:
                 token, token_at = _client_token(client, client_id, client_secret), time.monotonic()
-            records = [simulator.generate(simulator._rng.choice(refs)) for _ in range(batch)]
+            records = [simulator.generate() for _ in range(batch)]
             response = simulator.push(client, records, token)
             if response.status_code != 200:
                 print(f"push refused: {response.status_code} {response.text}", flush=True)
