@@ -151,11 +151,19 @@ def upgrade() -> None:
     op.execute(
         f"""
         DO $$ BEGIN
+            -- Roles are shared by every database of the server: another database's migration may be
+            -- creating or granting the same role at this moment, and either of them winning is fine.
             IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
-                CREATE ROLE {role} NOLOGIN;
+                BEGIN
+                    CREATE ROLE {role} NOLOGIN;
+                EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+                END;
             END IF;
             IF NOT pg_has_role(current_user, '{role}', 'MEMBER') THEN
-                EXECUTE format('GRANT {role} TO %I', current_user);
+                BEGIN
+                    EXECUTE format('GRANT {role} TO %I', current_user);
+                EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+                END;
             END IF;
         END $$
         """
