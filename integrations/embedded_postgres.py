@@ -1,12 +1,15 @@
 """An embedded PostgreSQL server (the ``pgserver`` package) for machines with nothing installed.
 
 The server listens only on a Unix socket inside its data directory. Whoever starts it stops it:
-``stop()`` (also called on context exit and, as a last resort, by ``pgserver`` at interpreter exit).
+``stop()`` (also called on context exit, and by ``pgserver`` at interpreter exit). A process that is
+killed runs neither, so a watcher (``integrations.pg_reaper``) stops the server when its owner is gone.
 """
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from urllib.parse import quote
@@ -33,6 +36,7 @@ class EmbeddedPostgres:
         self.data_dir = Path(data_dir).absolute()
         self.ephemeral = ephemeral
         self._server = None
+        self._reaper: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
         """Start (or attach to an already running) server; returns the superuser URL of database ``postgres``."""
@@ -41,13 +45,30 @@ class EmbeddedPostgres:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log.info("starting embedded PostgreSQL in %s", self.data_dir)
+        starting = self.running_url() is None
         self._server = pgserver.get_server(self.data_dir, cleanup_mode="delete" if self.ephemeral else "stop")
+        if starting:
+            mode = "delete" if self.ephemeral else "stop"
+            self._reaper = subprocess.Popen(
+                [sys.executable, "-m", "integrations.pg_reaper", str(self.data_dir), mode],
+                stdin=subprocess.PIPE,
+                start_new_session=True,  # a Ctrl-C or a kill of our process group must not stop the watcher first
+            )
         return self._server.get_uri()
 
     def stop(self) -> None:
         if self._server is not None:
             server, self._server = self._server, None
             server.cleanup()
+        if self._reaper is not None:
+            reaper, self._reaper = self._reaper, None
+            assert reaper.stdin is not None
+            reaper.stdin.close()
+            try:
+                reaper.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                reaper.kill()
+                reaper.wait()
 
     def __enter__(self) -> EmbeddedPostgres:
         self.start()
