@@ -24,6 +24,16 @@ from integrations.simulators.sms_gateway import SmsGatewaySimulator
 from ledger.service import Ledger
 from tests.helpers import APP_ROLE, identity_settings, scratch_database
 
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers for ``-n auto``: one per core, at most four, since each starts its own PostgreSQL.
+
+    Test files stay whole on one worker (``--dist=loadfile``), so module fixtures are built once.
+    ``-n 0`` runs everything in this process.
+    """
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 # Wall-clock deadlines only measure this machine's load (CPU steal here reaches 60 %), not the code.
 settings.register_profile("carbon", deadline=None)
 settings.load_profile("carbon")
