@@ -75,8 +75,6 @@ class Ledger:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._slot_base = random.randrange(BALANCE_SLOTS)
-        # The writers create no accounts, so every account they read is committed: safe to cache.
-        self._accounts = store.AccountCache()
 
     @classmethod
     async def open(
@@ -181,7 +179,7 @@ class Ledger:
         for attempt in range(1, _MAX_ATTEMPTS + 1):
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
-                    return await store.apply_segments(conn, segments, slot=slot, accounts=self._accounts)
+                    return await store.apply_segments(conn, segments, slot=slot)
             except LedgerConflict:
                 if attempt == _MAX_ATTEMPTS:
                     raise

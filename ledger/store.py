@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -266,41 +265,6 @@ async def lookup_accounts(conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict
     return {r["id"]: _account_from_row(r) for r in rows}
 
 
-class AccountCache:
-    """Accounts already read, kept in memory: an account can never change or vanish once committed.
-
-    Only a writer whose transactions create no accounts may use one (the group committer): an
-    account it has read is then committed, so a rollback can never leave a ghost in the cache.
-    Least recently used accounts are forgotten beyond ``capacity``.
-    """
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self.capacity = capacity
-        self._accounts: OrderedDict[UUID, Account] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._accounts)
-
-    async def lookup(self, conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict[UUID, Account]:
-        """The accounts among ``ids`` that exist; only those not cached are read from the database."""
-        found: dict[UUID, Account] = {}
-        missing: list[UUID] = []
-        for account_id in set(ids):
-            account = self._accounts.get(account_id)
-            if account is None:
-                missing.append(account_id)
-            else:
-                self._accounts.move_to_end(account_id)
-                found[account_id] = account
-        if missing:
-            loaded = await lookup_accounts(conn, missing)
-            self._accounts.update(loaded)
-            while len(self._accounts) > self.capacity:
-                self._accounts.popitem(last=False)
-            found |= loaded
-        return found
-
-
 # --------------------------------------------------------------------------------------------- transfers
 
 
@@ -312,33 +276,23 @@ async def apply_transfers(
 
 
 async def apply_segments(
-    conn: asyncpg.Connection,
-    segments: Sequence[Sequence[NewTransfer]],
-    *,
-    slot: int | None = None,
-    accounts: AccountCache | None = None,
+    conn: asyncpg.Connection, segments: Sequence[Sequence[NewTransfer]], *, slot: int | None = None
 ) -> list[list[TransferOutcome]]:
     """Create several independent submissions in one transaction (group commit).
 
     Each segment keeps its own linked chains and results; a failure in one never affects another.
-    ``slot`` picks the striped balance row this writer increments for unlimited accounts; ``accounts``
-    saves re-reading accounts the writer has seen before (see ``AccountCache`` for when that is safe).
+    ``slot`` picks the striped balance row this writer increments for unlimited accounts.
     Raises ``LedgerConflict`` on a deadlock or serialisation failure: the transaction must be retried.
     """
     _require_transaction(conn)
     try:
-        return await _apply_segments(
-            conn, segments, random.randrange(BALANCE_SLOTS) if slot is None else slot, accounts
-        )
+        return await _apply_segments(conn, segments, random.randrange(BALANCE_SLOTS) if slot is None else slot)
     except _RETRYABLE as exc:
         raise LedgerConflict(str(exc)) from exc
 
 
 async def _apply_segments(
-    conn: asyncpg.Connection,
-    segments: Sequence[Sequence[NewTransfer]],
-    slot: int,
-    cache: AccountCache | None,
+    conn: asyncpg.Connection, segments: Sequence[Sequence[NewTransfer]], slot: int
 ) -> list[list[TransferOutcome]]:
     transfer_ids = {t.id for segment in segments for t in segment}
     pending_ids = {t.pending_id for segment in segments for t in segment if t.pending_id is not None}
@@ -362,7 +316,7 @@ async def _apply_segments(
             if t.pending_id is not None and (p := known.get(t.pending_id)) is not None:
                 account_ids.update((p.debit_account_id, p.credit_account_id))
 
-    accounts = await (cache.lookup(conn, account_ids) if cache else lookup_accounts(conn, account_ids))
+    accounts = await lookup_accounts(conn, account_ids)
     limited = sorted(a.id for a in accounts.values() if a.constrained)
     balances: dict[UUID, Balance] = {}
     if limited:

@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from dataclasses import replace
 
-import asyncpg
 import pytest
 
 from ledger import store
@@ -71,26 +70,6 @@ async def test_concurrent_account_creation_of_one_id_creates_it_once(ledger: Led
     flat = [r[0].result for r in results]
     assert flat.count(CreateAccountResult.OK) == 1
     assert flat.count(CreateAccountResult.EXISTS) == 29
-
-
-async def test_account_cache_reads_only_unknown_accounts_and_never_remembers_a_missing_one(
-    ledger: Ledger, app_conn: asyncpg.Connection, database_url: str
-) -> None:
-    known, later = await make_account(ledger), uuid.uuid4()
-    cache = store.AccountCache(capacity=2)
-    assert set(await cache.lookup(app_conn, [known, later])) == {known}
-    await ledger.create_accounts([NewAccount(id=later, ledger=LedgerUnit.POINTS, code=AccountCode.MERCHANT)])
-    assert set(await cache.lookup(app_conn, [known, later])) == {known, later}
-    closed = await asyncpg.connect(database_url)
-    await closed.close()
-    # Both are cached now, so the (closed) connection is never touched.
-    assert set(await cache.lookup(closed, [known, later])) == {known, later}
-    assert set(await cache.lookup(closed, [later])) == {later}
-    await cache.lookup(app_conn, [await make_account(ledger)])
-    assert len(cache) == 2
-    assert set(await cache.lookup(closed, [later])) == {later}
-    with pytest.raises(asyncpg.InterfaceError):
-        await cache.lookup(closed, [known])  # the least recently used one was forgotten
 
 
 # ------------------------------------------------------------------------------------ simple transfers
