@@ -33,7 +33,8 @@ def postmaster_pid(data_dir: Path) -> int | None:
     return int(first) if first.strip().isdigit() else None
 
 
-def _alive(pid: int) -> bool:
+def is_running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -48,7 +49,7 @@ def _alive(pid: int) -> bool:
 
 def _wait_gone(pid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
-    while _alive(pid):
+    while is_running(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
@@ -58,7 +59,7 @@ def _wait_gone(pid: int, seconds: float) -> bool:
 def stop_server(data_dir: Path) -> None:
     """Shut the postmaster of ``data_dir`` down, fast if it can, immediately if it must."""
     pid = postmaster_pid(data_dir)
-    if pid is None or not _alive(pid):
+    if pid is None or not is_running(pid):
         return
     for sig, patience in ((signal.SIGINT, _FAST_SHUTDOWN_S), (signal.SIGQUIT, 10.0)):
         try:

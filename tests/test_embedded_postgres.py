@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from integrations.pg_reaper import postmaster_pid
+from integrations.pg_reaper import is_running, postmaster_pid
 
 _OWNER = """
 import sys, time
@@ -22,14 +22,7 @@ time.sleep(600)
 
 
 def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    return not is_running(pid)
 
 
 def test_a_killed_owner_leaves_no_server_and_no_cluster_behind(tmp_path: Path) -> None:
