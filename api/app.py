@@ -135,6 +135,9 @@ async def open_identity(
             login_per_username=settings.login_limit_per_username,
             login_per_ip=settings.login_limit_per_ip,
             login_window_s=settings.login_rate_window_s,
+            client_failures_per_client=settings.client_auth_failures_per_client,
+            client_failures_per_ip=settings.client_auth_failures_per_ip,
+            client_window_s=settings.client_auth_window_s,
         ),
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s),
     )

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     login_limit_per_username: int = Field(default=10, ge=1, description="Operator logins per username per window.")
     login_limit_per_ip: int = Field(default=100, ge=1, description="Operator logins per client IP per window.")
     login_rate_window_s: int = Field(default=900, ge=1, description="Window of the login limits.")
+    client_auth_failures_per_client: int = Field(
+        default=10, ge=1, description="Wrong client secrets accepted per client id per window before it is refused."
+    )
+    client_auth_failures_per_ip: int = Field(
+        default=100, ge=1, description="Failed client-credentials grants per client IP per window."
+    )
+    client_auth_window_s: int = Field(default=900, ge=1, description="Window of the client-credentials limits.")
 
     # ------------------------------------------------------------------------------------ actions
     points_per_kg_co2e: Decimal = Field(

@@ -158,6 +158,9 @@ def identity_settings(sms_gateway: Any, city_idp: Any, **overrides: object) -> S
         "idp_jwks_min_refetch_s": 0,
         "otp_limit_per_ip": 10_000,
         "login_limit_per_ip": 10_000,
+        "client_auth_failures_per_ip": 10_000,
+        # One window for the whole run (it started in 2001 and ends in 2033): a test never straddles two.
+        "client_auth_window_s": 1_000_000_000,
         # Generous timeouts: this project's CI machine stalls for seconds at a time, and a stall must not
         # look like a partner or gateway failing (the slow-partner test answers after 12 s).
         "http_timeout_s": 20.0,

@@ -10,8 +10,11 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from api.app import create_app
 from api.auth.keys import ServerSecret, decode_seed
-from tests.helpers import APP_ROLE, TEST_SERVER_SECRET, bearer, sign_in_operator
+from integrations.simulators.city_idp import CityIdpSimulator
+from integrations.simulators.sms_gateway import SmsGatewaySimulator
+from tests.helpers import APP_ROLE, TEST_SERVER_SECRET, bearer, identity_settings, sign_in_operator
 
 PARTNER = {"name": "Shanghai Metro", "kind": "transit", "api_base_url": "http://127.0.0.1:9/metro"}
 
@@ -67,6 +70,47 @@ async def test_wrong_or_missing_client_credentials_are_refused(api: AsyncTestCli
     assert grant.status_code == 422 and grant.json()["error"] == "unsupported_grant_type"
     missing = await api.post("/v1/auth/token", data={"grant_type": "client_credentials"})
     assert missing.status_code == 422 and missing.json()["error"] == "invalid_request"
+
+
+async def test_wrong_client_secrets_lock_that_client_out_and_successes_do_not_count(
+    api: AsyncTestClient, admin: dict[str, str]
+) -> None:
+    credentials = (await api.post("/v1/operator/merchants", json={"name": "Florist"}, headers=admin)).json()[
+        "credentials"
+    ]
+    for _ in range(12):  # more grants than the failure limit (10): honest use is never throttled
+        assert (await token_for(api, credentials)).status_code == 200
+    wrong = {**credentials, "client_secret": credentials["client_secret"] + "x"}
+    for _ in range(10):
+        response = await token_for(api, wrong)
+        assert response.status_code == 401 and response.json()["code"] == "invalid_credentials"
+    refused = await token_for(api, credentials)  # even the right secret, until the window ends
+    assert refused.status_code == 429 and refused.json()["code"] == "rate_limited"
+    assert int(refused.headers["retry-after"]) > 0
+    other = (await api.post("/v1/operator/merchants", json={"name": "Tailor"}, headers=admin)).json()["credentials"]
+    assert (await token_for(api, other)).status_code == 200
+
+
+async def test_failed_grants_are_limited_per_client_ip(
+    api: AsyncTestClient,
+    admin: dict[str, str],
+    database_url: str,
+    sms_gateway: SmsGatewaySimulator,
+    city_idp: CityIdpSimulator,
+) -> None:
+    settings = identity_settings(sms_gateway, city_idp, client_auth_failures_per_ip=3)
+    credentials = (await api.post("/v1/operator/merchants", json={"name": "Cobbler"}, headers=admin)).json()[
+        "credentials"
+    ]
+    async with AsyncTestClient(app=create_app(settings, database_url)) as strict:
+        # The IP's bucket is shared with the run's other apps (one database, one test client IP) and may
+        # hold failures already; three guesses at unknown client ids make sure it holds at least three.
+        for _ in range(3):
+            guess = {"client_id": f"mer_{uuid.uuid4().hex[:16]}", "client_secret": "guess"}
+            assert (await token_for(strict, guess)).status_code in (401, 429)
+        refused = await token_for(strict, credentials)
+        assert refused.status_code == 429 and refused.json()["code"] == "rate_limited"
+    assert (await token_for(api, credentials)).status_code == 200  # the shared app's IP limit is far higher
 
 
 async def test_partner_gets_a_webhook_secret_kept_sealed(

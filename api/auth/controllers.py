@@ -105,7 +105,7 @@ class AuthController(Controller):
     @post(
         "/token",
         status_code=200,
-        summary="OAuth2 client credentials grant for merchants and partners",
+        summary="OAuth2 client credentials grant for merchants and partners (failed attempts are rate-limited)",
         description="grant_type=client_credentials with client_id and client_secret as a form, as JSON, "
         "or as HTTP Basic credentials (RFC 6749 §2.3.1, §4.4). No refresh token is issued.",
     )
@@ -114,9 +114,11 @@ class AuthController(Controller):
         request: Request[Any, Any, Any],
         db_session: NamedDependency[AsyncSession],
         identity: NamedDependency[IdentityRuntime],
+        request_meta: NamedDependency[RequestMeta],
     ) -> TokenPair:
         client_id, client_secret = await _client_credentials(request)
-        return TokenPair.from_token(await service.client_credentials(db_session, identity, client_id, client_secret))
+        issued = await service.client_credentials(db_session, identity, client_id, client_secret, request_meta)
+        return TokenPair.from_token(issued)
 
     @post("/operator/login", status_code=200, summary="Sign in as an operator (rate-limited)")
     async def operator_login(

@@ -80,6 +80,9 @@ class RateLimits:
     login_per_username: int
     login_per_ip: int
     login_window_s: int
+    client_failures_per_client: int
+    client_failures_per_ip: int
+    client_window_s: int
 
 
 @dataclass
@@ -128,24 +131,52 @@ def _now() -> datetime:
 # -------------------------------------------------------------------------------------------- rate limits
 
 
-async def hit_rate_limit(session: AsyncSession, bucket: str, limit: int, window_s: int, now: datetime) -> None:
-    """Count one hit in ``bucket``'s current fixed window; ``RateLimited`` past ``limit``."""
-    start = datetime.fromtimestamp(int(now.timestamp()) // window_s * window_s, UTC)
+def _window_start(now: datetime, window_s: int) -> datetime:
+    return datetime.fromtimestamp(int(now.timestamp()) // window_s * window_s, UTC)
+
+
+def _limited(limit: int, window_s: int, now: datetime, what: str = "requests") -> RateLimited:
+    retry_after = max(1, int((_window_start(now, window_s) + timedelta(seconds=window_s) - now).total_seconds()))
+    return RateLimited(f"at most {limit} {what} per {window_s} s; retry in {retry_after} s", retry_after_s=retry_after)
+
+
+async def _count_hit(session: AsyncSession, bucket: str, window_s: int, now: datetime) -> int:
+    """Add one hit to ``bucket``'s current fixed window; returns the window's hits so far."""
     statement = (
         insert(RateLimitWindow)
-        .values(bucket=bucket, window_start=start, hits=1)
+        .values(bucket=bucket, window_start=_window_start(now, window_s), hits=1)
         .on_conflict_do_update(
             index_elements=["bucket", "window_start"],
             set_={"hits": RateLimitWindow.hits + 1},  # type: ignore[arg-type]
         )
         .returning(RateLimitWindow.hits)
     )
-    hits = (await session.execute(statement)).scalar_one()
-    if hits > limit:
-        retry_after = max(1, int((start + timedelta(seconds=window_s) - now).total_seconds()))
-        raise RateLimited(
-            f"at most {limit} requests per {window_s} s; retry in {retry_after} s", retry_after_s=retry_after
+    return (await session.execute(statement)).scalar_one()
+
+
+async def hit_rate_limit(session: AsyncSession, bucket: str, limit: int, window_s: int, now: datetime) -> None:
+    """Count one hit in ``bucket``'s current fixed window; ``RateLimited`` past ``limit``."""
+    if await _count_hit(session, bucket, window_s, now) > limit:
+        raise _limited(limit, window_s, now)
+
+
+async def refuse_after_failures(
+    session: AsyncSession, buckets: Sequence[tuple[str, int]], window_s: int, now: datetime
+) -> None:
+    """``RateLimited`` when any ``(bucket, limit)`` already holds ``limit`` failures in the current window.
+
+    Counting only failures (``_count_hit`` when an attempt fails) leaves honest callers unthrottled.
+    """
+    rows = await session.execute(
+        select(RateLimitWindow.bucket, RateLimitWindow.hits).where(
+            RateLimitWindow.bucket.in_([bucket for bucket, _ in buckets]),  # type: ignore[attr-defined]
+            RateLimitWindow.window_start == _window_start(now, window_s),
         )
+    )
+    failures: dict[str, int] = {bucket: hits for bucket, hits in rows}
+    for bucket, limit in buckets:
+        if failures.get(bucket, 0) >= limit:
+            raise _limited(limit, window_s, now, "failed attempts")
 
 
 # ------------------------------------------------------------------------------------------ token issuing
@@ -274,13 +305,25 @@ async def _verify_secret(rt: IdentityRuntime, stored_hash: str | None, secret: s
 
 
 async def client_credentials(
-    session: AsyncSession, rt: IdentityRuntime, client_id: str, client_secret: str
+    session: AsyncSession, rt: IdentityRuntime, client_id: str, client_secret: str, meta: RequestMeta
 ) -> IssuedToken:
-    """OAuth2 client credentials grant: an access token for a merchant or partner client (no refresh token)."""
+    """OAuth2 client credentials grant: an access token for a merchant or partner client (no refresh token).
+
+    Failed attempts are counted per client id and per client IP; past the limit the grant is refused
+    before any secret is hashed, which bounds both guessing and the CPU an attacker can make us spend.
+    """
+    now = _now()
+    limits = rt.limits
+    buckets = [(f"client:id:{client_id[:64]}", limits.client_failures_per_client)]
+    if meta.client_ip:
+        buckets.append((f"client:ip:{meta.client_ip}", limits.client_failures_per_ip))
+    await refuse_after_failures(session, buckets, limits.client_window_s, now)
     client = await session.get(ApiClient, client_id) if client_id else None
     if not await _verify_secret(rt, client.secret_hash if client else None, client_secret) or client is None:
+        for bucket, _ in buckets:
+            await _count_hit(session, bucket, limits.client_window_s, now)
         raise InvalidCredentials("unknown client or wrong secret", error="invalid_client")
-    return rt.tokens.issue(client.owner_id, Role(client.role), _now())
+    return rt.tokens.issue(client.owner_id, Role(client.role), now)
 
 
 async def operator_login(
