@@ -43,8 +43,9 @@ from api.auth.keys import (
 )
 from api.auth.service import IdentityRuntime, RateLimits
 from api.auth.tokens import AccessTokens
+from api.client_address import parse_networks
 from api.database import open_engine
-from api.dependencies import provide_db_session, provide_request_meta
+from api.dependencies import provide_db_session, request_meta_provider
 from api.errors import EXCEPTION_HANDLERS
 from api.health import HealthController
 from api.ledger_log import LedgerLogController
@@ -223,6 +224,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
         return settings
 
     methodologies = MethodologyRegistry.load()
+    proxies = parse_networks(settings.trusted_proxies)
 
     def provide_methodologies() -> MethodologyRegistry:
         return methodologies
@@ -245,7 +247,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             "actions": Provide(provide_actions, sync_to_thread=False),
             "methodologies": Provide(provide_methodologies, sync_to_thread=False),
             "db_session": Provide(provide_db_session),
-            "request_meta": Provide(provide_request_meta, sync_to_thread=False),
+            "request_meta": Provide(request_meta_provider(proxies), sync_to_thread=False),
             "principal": Provide(provide_principal),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

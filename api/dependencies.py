@@ -7,7 +7,7 @@ sent, so a commit failure becomes an error response rather than a false success.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from litestar import Request
@@ -15,6 +15,7 @@ from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.service import RequestMeta
+from api.client_address import Network, client_address
 from domain.errors import CarbonRewardsError
 
 
@@ -35,9 +36,15 @@ async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
             await session.commit()
 
 
-def provide_request_meta(request: Request[Any, Any, Any]) -> RequestMeta:
-    """Where a request came from, for rate limits, session lists and the audit log."""
-    return RequestMeta(
-        client_ip=request.client.host if request.client else None,
-        user_agent=request.headers.get("user-agent"),
-    )
+def request_meta_provider(proxies: Sequence[Network]) -> Callable[[Request[Any, Any, Any]], RequestMeta]:
+    """The ``request_meta`` dependency: where a request came from, for rate limits, sessions and the audit log."""
+
+    def provide_request_meta(request: Request[Any, Any, Any]) -> RequestMeta:
+        return RequestMeta(
+            client_ip=client_address(
+                request.client.host if request.client else None, request.headers.getall("x-forwarded-for", []), proxies
+            ),
+            user_agent=request.headers.get("user-agent"),
+        )
+
+    return provide_request_meta

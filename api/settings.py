@@ -8,8 +8,10 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from api.client_address import parse_networks
 
 
 class Settings(BaseSettings):
@@ -26,6 +28,17 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "INFO"
+    trusted_proxies: list[str] = Field(
+        default=[],
+        description="Reverse proxies (addresses or CIDR blocks, JSON list) whose X-Forwarded-For is believed; "
+        "the client address then drives per-IP limits, session lists and the audit log.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: list[str]) -> list[str]:
+        parse_networks(value)  # a ValueError names the bad entry
+        return value
     db_app_role: str = Field(
         default="carbon_app",
         description="Role the service assumes on every connection; it may not UPDATE or DELETE ledger rows.",
