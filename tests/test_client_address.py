@@ -45,3 +45,14 @@ def test_the_request_meta_dependency_applies_the_settings() -> None:
 def test_a_bad_trusted_proxy_entry_is_refused_at_start_up() -> None:
     with pytest.raises(ValueError, match="not-a-network"):
         Settings(trusted_proxies=["10.0.0.0/8", "not-a-network"])
+
+
+def test_the_cli_names_a_bad_setting_instead_of_printing_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from api.cli import main
+
+    monkeypatch.setenv("CARBON_TRUSTED_PROXIES", '["10.0.0.0/8", "not-a-network"]')
+    assert main(["db-url"]) == 2
+    error = capsys.readouterr().err
+    assert "bad configuration" in error and "trusted_proxies" in error and "not-a-network" in error
