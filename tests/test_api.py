@@ -88,3 +88,13 @@ async def test_openapi_documents_sign_in_and_bearer_routes(client: AsyncTestClie
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert schema["paths"]["/v1/me"]["get"]["security"] == [{"bearer": []}]
     assert "security" not in schema["paths"]["/v1/auth/otp"]["post"]
+
+
+async def test_openapi_documents_the_push_body_the_route_reads_raw(client: AsyncTestClient) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    body = schema["paths"]["/v1/partner/actions:batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    records = body["properties"]["records"]
+    assert body["required"] == ["records"] and (records["minItems"], records["maxItems"]) == (1, 1000)
+    kinds = {record["title"]: record for record in records["items"]["oneOf"]}
+    assert set(kinds) == {"Transit trip", "Recyclables drop-off", "Second-hand trade"}
+    assert {"external_id", "account_ref", "mode", "distance_m"} <= set(kinds["Transit trip"]["required"])

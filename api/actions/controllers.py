@@ -24,6 +24,7 @@ from api.actions.schemas import (
     LinkOut,
     NewClaim,
     NewLink,
+    PushOperation,
     RecordResultOut,
     ReviewDecision,
     ReviewItem,
@@ -149,6 +150,7 @@ class PartnerActionsController(Controller):
         description="Requires the partner's access token and `X-Carbon-Signature: t=<unix>,v1=<hex>`, the "
         "HMAC-SHA256 of `<t>.POST.<path>.<body>` keyed with the partner's webhook secret (±300 s; a replay "
         "is refused). Safe to resend a batch, re-signed: decided records answer `duplicate`.",
+        operation_class=PushOperation,
     )
     async def push(
         self,

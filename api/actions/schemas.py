@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from msgspec import Meta, Struct
 
 from api.actions.models import Action, PartnerLink
 from api.actions.service import Impact, RecordResult, ResidentBalance, StatementLine
+from domain.actions import MAX_BATCH, SecondHandTrade
+from domain.fraud import TransitMode
 
 Ref = Annotated[str, Meta(min_length=1, max_length=128)]
 
@@ -204,3 +208,82 @@ class ImpactOut(Struct):
     @classmethod
     def of(cls, i: Impact) -> ImpactOut:
         return cls(i.total_g, i.by_kind, [MonthImpact(m, k, g) for m, k, g in i.by_month])
+
+
+def _record(title: str, fields: dict[str, Schema], required: list[str]) -> Schema:
+    common = {
+        "external_id": Schema(type=OpenAPIType.STRING, description="The partner's id of the record (idempotency key)"),
+        "account_ref": Schema(type=OpenAPIType.STRING, description="The partner account the resident linked"),
+        "kind": Schema(type=OpenAPIType.STRING, description="Optional; must be the partner's kind"),
+    }
+    return Schema(
+        title=title,
+        type=OpenAPIType.OBJECT,
+        properties=common | fields,
+        required=["external_id", "account_ref", *required],
+    )
+
+
+_INSTANT = Schema(type=OpenAPIType.STRING, format="date-time")  # type: ignore[arg-type]
+_GRAMS = Schema(type=OpenAPIType.INTEGER, minimum=1)
+_TRIP = _record(
+    "Transit trip",
+    {
+        "mode": Schema(type=OpenAPIType.STRING, enum=[m.value for m in TransitMode]),
+        "started_at": _INSTANT,
+        "ended_at": _INSTANT,
+        "distance_m": Schema(type=OpenAPIType.INTEGER, minimum=0),
+    },
+    ["mode", "started_at", "ended_at", "distance_m"],
+)
+_DROP_OFF = _record(
+    "Recyclables drop-off",
+    {
+        "station_id": Schema(type=OpenAPIType.STRING),
+        "occurred_at": _INSTANT,
+        "material": Schema(type=OpenAPIType.STRING),
+        "weight_g": _GRAMS,
+    },
+    ["station_id", "occurred_at", "material", "weight_g"],
+)
+_TRADE = _record(
+    "Second-hand trade",
+    {
+        "occurred_at": _INSTANT,
+        "category": Schema(type=OpenAPIType.STRING),
+        "trade": Schema(type=OpenAPIType.STRING, enum=[t.value for t in SecondHandTrade]),
+        "quantity": Schema(type=OpenAPIType.INTEGER, minimum=1),
+        "weight_g": _GRAMS,
+    },
+    ["occurred_at", "category", "trade", "quantity"],
+)
+
+#: The push body as OpenAPI sees it; the route reads the raw bytes, because the signature covers them.
+PUSH_BODY = RequestBody(
+    required=True,
+    description="Records are decided one by one: a malformed record is rejected with its reason, the rest still count.",
+    content={
+        "application/json": OpenAPIMediaType(
+            schema=Schema(
+                type=OpenAPIType.OBJECT,
+                required=["records"],
+                properties={
+                    "records": Schema(
+                        type=OpenAPIType.ARRAY,
+                        min_items=1,
+                        max_items=MAX_BATCH,
+                        items=Schema(one_of=[_TRIP, _DROP_OFF, _TRADE]),
+                    )
+                },
+            )
+        )
+    },
+)
+
+
+@dataclass
+class PushOperation(Operation):
+    """The push route's OpenAPI operation, with the body it reads raw."""
+
+    def __post_init__(self) -> None:
+        self.request_body = PUSH_BODY
