@@ -20,12 +20,15 @@ def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries)
 
 
-def _trusted(address: str, proxies: Sequence[Network]) -> bool:
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        ip = ipaddress.ip_address(address)
+        return ipaddress.ip_address(address)
     except ValueError:
-        return False
-    return any(ip in network for network in proxies)
+        return None
+
+
+def _trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None, proxies: Sequence[Network]) -> bool:
+    return ip is not None and any(ip in network for network in proxies)
 
 
 def client_address(peer: str | None, forwarded_for: Iterable[str], proxies: Sequence[Network]) -> str | None:
@@ -34,16 +37,15 @@ def client_address(peer: str | None, forwarded_for: Iterable[str], proxies: Sequ
     A hop that is not an IP address at all stops the walk at the last trusted hop, so a broken proxy
     groups its requests under its own address rather than under a string a client chose.
     """
-    if peer is None or not _trusted(peer, proxies):
+    if peer is None or not _trusted(_ip(peer), proxies):
         return peer
     hops = [hop.strip() for header in forwarded_for for hop in header.split(",") if hop.strip()]
     nearest_trusted = peer
     for hop in reversed(hops):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
+        ip = _ip(hop)
+        if ip is None:
             return nearest_trusted
-        if not _trusted(hop, proxies):
+        if not _trusted(ip, proxies):
             return hop
         nearest_trusted = hop
     return nearest_trusted
