@@ -4,7 +4,8 @@ The app's lifespan opens the ledger (its connection pool, group-commit writers a
 the database URL it is given, starts the sealer that appends committed transfers to the Merkle log
 and signs checkpoints, opens the SQLAlchemy engine and the HTTP client of the identity services,
 publishes this process's token signing key, builds the actions runtime (methodologies, caps, the
-partner client), and closes everything on shutdown.
+partner client), starts the housekeeping task that deletes expired short-lived state, and closes
+everything on shutdown.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from api.database import open_engine
 from api.dependencies import provide_db_session, request_meta_provider
 from api.errors import EXCEPTION_HANDLERS
 from api.health import HealthController
+from api.housekeeping import Housekeeper, Retention
 from api.ledger_log import LedgerLogController
 from api.methodologies import MethodologyController
 from api.settings import Settings
@@ -203,10 +205,15 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
             app.state.identity = await open_identity(settings, app.state.sessionmaker, http)
             app.state.actions = open_actions(settings, methodologies, app.state.identity.secret, partner_http)
+            housekeeper = Housekeeper(
+                app.state.sessionmaker, Retention.from_settings(settings), settings.housekeeping_interval_s
+            )
             sealer.start()
+            housekeeper.start()
             try:
                 yield
             finally:
+                await housekeeper.stop()
                 await sealer.stop()
         finally:
             await partner_http.aclose()

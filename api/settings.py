@@ -123,6 +123,12 @@ class Settings(BaseSettings):
         default=100, ge=1, description="Failed client-credentials grants per client IP per window."
     )
     client_auth_window_s: int = Field(default=900, ge=1, description="Window of the client-credentials limits.")
+    otp_retention_s: int = Field(
+        default=86400, ge=0, description="How long a one-time code (and its phone hash) is kept after it expired."
+    )
+    housekeeping_interval_s: float = Field(
+        default=300.0, gt=0, description="How often expired rate windows, codes and replay signatures are deleted."
+    )
 
     # ------------------------------------------------------------------------------------ actions
     points_per_kg_co2e: Decimal = Field(

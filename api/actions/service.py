@@ -77,8 +77,6 @@ from ledger.types import LedgerUnit, NewAccount, NewTransfer, TransferCode
 RESIDENT_LOCK_CLASS = 0x61637431  # "act1"
 #: Stripes of a partner's hourly volume counter.
 VOLUME_SLOTS = 16
-#: Share of pushes that also delete remembered signatures too old to be replayed.
-SIGNATURE_PRUNE_SHARE = 0.01
 #: How far back a partner's usual hourly volume is measured.
 VOLUME_HISTORY = timedelta(days=7)
 
@@ -325,12 +323,6 @@ async def push_batch(
     )
     if not first_time:
         raise SignatureReplayed("a request with this signature was already received; sign each request anew")
-    if random.random() < SIGNATURE_PRUNE_SHARE:
-        # Signatures older than the window can never be replayed (their t= is refused): forget them.
-        await conn.execute(
-            "DELETE FROM partner_request_signatures WHERE seen_at < now() - make_interval(secs => $1)",
-            2 * rt.signature_tolerance_s,
-        )
     return await _ingest(conn, rt, partner.id, ActionKind(partner.kind), records, "push", now)
 
 

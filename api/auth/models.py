@@ -44,7 +44,10 @@ class OtpChallenge(SQLModel, table=True):
     """One sent code: valid until ``expires_at``, used at most once, locked after too many wrong tries."""
 
     __tablename__ = "otp_challenges"
-    __table_args__ = (Index("ix_otp_challenges_phone_hash_created_at", "phone_hash", "created_at"),)
+    __table_args__ = (
+        Index("ix_otp_challenges_phone_hash_created_at", "phone_hash", "created_at"),
+        Index("ix_otp_challenges_expires_at", "expires_at"),
+    )
 
     id: UUID = Field(primary_key=True)
     phone_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
@@ -140,6 +143,7 @@ class RateLimitWindow(SQLModel, table=True):
     """Hits of one bucket (e.g. ``otp:phone:<hash>``) in one fixed window."""
 
     __tablename__ = "rate_limit_windows"
+    __table_args__ = (Index("ix_rate_limit_windows_window_start", "window_start"),)
 
     bucket: str = Field(sa_column=Column(String(200), primary_key=True))
     window_start: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
