@@ -11,18 +11,28 @@ import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import asyncpg
 import pytest
 from hypothesis import settings
-from litestar.testing import AsyncTestClient
 
-from api.app import create_app
-from integrations.embedded_postgres import EmbeddedPostgres
-from integrations.simulators.city_idp import CityIdpSimulator
-from integrations.simulators.sms_gateway import SmsGatewaySimulator
-from ledger.service import Ledger
-from tests.helpers import APP_ROLE, identity_settings, scratch_database
+if TYPE_CHECKING:
+    # Imported inside the fixtures instead: the xdist controller loads this file too, and never needs
+    # the service, which takes tens of seconds to import on a small machine.
+    import asyncpg
+    from litestar.testing import AsyncTestClient
+
+    from integrations.simulators.city_idp import CityIdpSimulator
+    from integrations.simulators.sms_gateway import SmsGatewaySimulator
+    from ledger.service import Ledger
+
+#: Files that each take minutes (the service run and restarted as real processes). They are handed
+#: out first (with ``--no-loadscope-reorder``), so they run beside the rest instead of alone at the end.
+LONG_FILES = ("test_cli.py", "test_simulate_cli.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in LONG_FILES)  # stable: the rest keep their order
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
@@ -46,6 +56,8 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
+    from integrations.embedded_postgres import EmbeddedPostgres
+
     embedded = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")) / "data", ephemeral=True)
     # A run stopped by SIGTERM (a CI timeout, `timeout`) unwinds like Ctrl-C, so the server still stops.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -59,6 +71,8 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 async def database_url(server_url: str) -> AsyncIterator[str]:
     """URL (as the migrating owner) of the database this run's tests share, migrated to head."""
+    from tests.helpers import scratch_database
+
     async with scratch_database(server_url) as url:
         yield url
 
@@ -66,6 +80,8 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
 @pytest.fixture
 async def fresh_database_url(server_url: str) -> AsyncIterator[str]:
     """A database for one test that damages it or needs it empty."""
+    from tests.helpers import scratch_database
+
     async with scratch_database(server_url) as url:
         yield url
 
@@ -73,6 +89,9 @@ async def fresh_database_url(server_url: str) -> AsyncIterator[str]:
 @pytest.fixture(scope="session")
 async def ledger(database_url: str) -> AsyncIterator[Ledger]:
     """The ledger as the service runs it: restricted role, group commit, no background expiry."""
+    from ledger.service import Ledger
+    from tests.helpers import APP_ROLE
+
     ledger = await Ledger.open(database_url, role=APP_ROLE, pool_size=20, max_batch=2000, writers=2)
     try:
         yield ledger
@@ -83,6 +102,8 @@ async def ledger(database_url: str) -> AsyncIterator[Ledger]:
 @pytest.fixture
 async def owner_conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection as the database owner (superuser for the embedded server)."""
+    import asyncpg
+
     conn = await asyncpg.connect(database_url)
     try:
         yield conn
@@ -93,6 +114,10 @@ async def owner_conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 @pytest.fixture
 async def app_conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection as the service role."""
+    import asyncpg
+
+    from tests.helpers import APP_ROLE
+
     conn = await asyncpg.connect(database_url, server_settings={"role": APP_ROLE})
     try:
         yield conn
@@ -103,6 +128,8 @@ async def app_conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 @pytest.fixture(scope="session")
 def sms_gateway() -> Iterator[SmsGatewaySimulator]:
     """The SMS gateway simulator, a real HTTP server on 127.0.0.1."""
+    from integrations.simulators.sms_gateway import SmsGatewaySimulator
+
     with SmsGatewaySimulator() as gateway:
         yield gateway  # type: ignore[misc]
 
@@ -110,6 +137,8 @@ def sms_gateway() -> Iterator[SmsGatewaySimulator]:
 @pytest.fixture(scope="session")
 def city_idp() -> Iterator[CityIdpSimulator]:
     """The city identity provider simulator, a real HTTP server on 127.0.0.1."""
+    from integrations.simulators.city_idp import CityIdpSimulator
+
     with CityIdpSimulator() as idp:
         yield idp  # type: ignore[misc]
 
@@ -119,6 +148,11 @@ async def api(
     database_url: str, sms_gateway: SmsGatewaySimulator, city_idp: CityIdpSimulator
 ) -> AsyncIterator[AsyncTestClient]:
     """The app wired to the simulators, shared by the run's tests (each test uses its own phones and clients)."""
+    from litestar.testing import AsyncTestClient
+
+    from api.app import create_app
+    from tests.helpers import identity_settings
+
     app = create_app(identity_settings(sms_gateway, city_idp), database_url)
     async with AsyncTestClient(app=app) as client:
         yield client
