@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from msgspec import Struct
 
 from api.database import current_revision, head_revision
+from api.settings import Settings
 from domain.errors import ServiceUnavailable
 from ledger.service import Ledger
 
@@ -39,10 +40,10 @@ class HealthController(Controller):
         return LiveStatus(status="ok")
 
     @get("/ready", summary="The database is reachable and migrated to the latest revision")
-    async def ready(self, ledger: NamedDependency[Ledger]) -> ReadyStatus:
+    async def ready(self, ledger: NamedDependency[Ledger], settings: NamedDependency[Settings]) -> ReadyStatus:
         expected = head_revision()
         try:
-            async with asyncio.timeout(2):
+            async with asyncio.timeout(settings.ready_timeout_s):
                 async with ledger.pool.acquire() as conn:
                     revision = await current_revision(conn)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
         description="Role the service assumes on every connection; it may not UPDATE or DELETE ledger rows.",
     )
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    ready_timeout_s: float = Field(
+        default=2.0, gt=0, description="How long /health/ready waits for the database before answering 503."
+    )
     ledger_max_batch: int = Field(
         default=2000, ge=1, le=8190, description="Most transfers one group commit may carry."
     )

@@ -135,6 +135,8 @@ def app_settings(**overrides: object) -> Settings:
         "db_app_role": APP_ROLE,
         "db_pool_size": 2,
         "pending_expiry_interval_s": 60,
+        # The probes' correctness is tested, not this machine's latency (stalls of seconds happen here).
+        "ready_timeout_s": 60,
         "ledger_log_origin": LOG_ORIGIN,
         "ledger_signing_key": TEST_LEDGER_KEY,
         "token_signing_key": TEST_TOKEN_KEY,
