@@ -1,14 +1,18 @@
 """Shared fixtures: one real PostgreSQL per test run, a fresh database migrated by Alembic.
 
-With ``DATABASE_URL`` set, that server is used (a new database is created on it and dropped after);
-otherwise an embedded PostgreSQL is started in a temporary directory and deleted at the end,
-whether the tests pass or fail.
+With ``DATABASE_URL`` set, that server is used (a new database is created on it and dropped after).
+Otherwise an embedded PostgreSQL is started in a temporary directory and deleted at the end, whether
+the tests pass or fail: by the xdist controller for all its workers (each worker still migrates
+databases of its own), or by the test process itself with ``-n 0``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +26,7 @@ if TYPE_CHECKING:
     import asyncpg
     from litestar.testing import AsyncTestClient
 
+    from integrations.embedded_postgres import EmbeddedPostgres
     from integrations.simulators.city_idp import CityIdpSimulator
     from integrations.simulators.sms_gateway import SmsGatewaySimulator
     from ledger.service import Ledger
@@ -36,7 +41,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """Workers for ``-n auto``: one per core, at most four, since each starts its own PostgreSQL.
+    """Workers for ``-n auto``: one per core, at most four (each runs its own PostgreSQL backends).
 
     Test files stay whole on one worker (``--dist=loadfile``), so module fixtures are built once.
     ``-n 0`` runs everything in this process.
@@ -49,6 +54,60 @@ settings.register_profile("carbon", deadline=None)
 settings.load_profile("carbon")
 
 
+#: A throw-away cluster need not survive a power cut; with these, commits stop waiting on the disk
+#: (a few hundred fsyncs per second on a small machine). Benchmarks and the service keep the defaults.
+THROWAWAY_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+async def _tune_for_tests(url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        for name, value in THROWAWAY_SETTINGS.items():
+            await conn.execute(f"ALTER SYSTEM SET {name} = {value}")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+
+
+def start_throwaway_server(base: Path) -> tuple[EmbeddedPostgres, str]:
+    """An embedded PostgreSQL in ``base`` that deletes its cluster when stopped; returns it and its URL."""
+    from integrations.embedded_postgres import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(base / "data", ephemeral=True)
+    url = embedded.start()
+    asyncio.run(_tune_for_tests(url))
+    return embedded, url
+
+
+_SHARED_SERVER = pytest.StashKey[tuple["EmbeddedPostgres", Path]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The xdist controller starts one embedded PostgreSQL for all its workers and hands them its URL.
+
+    One cluster instead of one per worker saves an initdb and a server start on every worker. A killed
+    controller leaves nothing behind either: the server's watcher (``integrations.pg_reaper``) stops it.
+    """
+    is_controller = getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
+    if not is_controller or os.environ.get("DATABASE_URL"):
+        return
+    base = Path(tempfile.mkdtemp(prefix="carbon-rewards-tests-"))
+    embedded, url = start_throwaway_server(base)
+    config.stash[_SHARED_SERVER] = (embedded, base)
+    os.environ["DATABASE_URL"] = url  # the workers, started after this, inherit it
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shared = config.stash.get(_SHARED_SERVER, None)
+    if shared is not None:
+        embedded, base = shared
+        embedded.stop()
+        shutil.rmtree(base, ignore_errors=True)
+        os.environ.pop("DATABASE_URL", None)
+
+
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Superuser URL of the PostgreSQL server the tests use."""
@@ -56,13 +115,11 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    from integrations.embedded_postgres import EmbeddedPostgres
-
-    embedded = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")) / "data", ephemeral=True)
     # A run stopped by SIGTERM (a CI timeout, `timeout`) unwinds like Ctrl-C, so the server still stops.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    embedded, url = start_throwaway_server(Path(tmp_path_factory.mktemp("pg")))
     try:
-        yield embedded.start()
+        yield url
     finally:
         embedded.stop()
         signal.signal(signal.SIGTERM, previous)
