@@ -1,18 +1,17 @@
 """Shared fixtures: one real PostgreSQL per test run, a fresh database migrated by Alembic.
 
 With ``DATABASE_URL`` set, that server is used (a new database is created on it and dropped after).
-Otherwise an embedded PostgreSQL is started in a temporary directory and deleted at the end, whether
-the tests pass or fail: by the xdist controller for all its workers (each worker still migrates
-databases of its own), or by the test process itself with ``-n 0``.
+Otherwise each test process (each xdist worker) starts an embedded PostgreSQL of its own in a
+temporary directory and deletes it at the end, whether the tests pass or fail. Workers do not share a
+server: the Merkle log's seal horizon is the server-wide oldest running transaction, so one worker's
+open transactions would hold back another's sealing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,7 +40,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """Workers for ``-n auto``: one per core, at most four (each runs its own PostgreSQL backends).
+    """Workers for ``-n auto``: one per core, at most four, since each starts its own PostgreSQL.
 
     Test files stay whole on one worker (``--dist=loadfile``), so module fixtures are built once.
     ``-n 0`` runs everything in this process.
@@ -79,33 +78,6 @@ def start_throwaway_server(base: Path) -> tuple[EmbeddedPostgres, str]:
     url = embedded.start()
     asyncio.run(_tune_for_tests(url))
     return embedded, url
-
-
-_SHARED_SERVER = pytest.StashKey[tuple["EmbeddedPostgres", Path]]()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """The xdist controller starts one embedded PostgreSQL for all its workers and hands them its URL.
-
-    One cluster instead of one per worker saves an initdb and a server start on every worker. A killed
-    controller leaves nothing behind either: the server's watcher (``integrations.pg_reaper``) stops it.
-    """
-    is_controller = getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
-    if not is_controller or os.environ.get("DATABASE_URL"):
-        return
-    base = Path(tempfile.mkdtemp(prefix="carbon-rewards-tests-"))
-    embedded, url = start_throwaway_server(base)
-    config.stash[_SHARED_SERVER] = (embedded, base)
-    os.environ["DATABASE_URL"] = url  # the workers, started after this, inherit it
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    shared = config.stash.get(_SHARED_SERVER, None)
-    if shared is not None:
-        embedded, base = shared
-        embedded.stop()
-        shutil.rmtree(base, ignore_errors=True)
-        os.environ.pop("DATABASE_URL", None)
 
 
 @pytest.fixture(scope="session")
