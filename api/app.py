@@ -49,7 +49,7 @@ from api.database import open_engine
 from api.dependencies import provide_db_session, request_meta_provider
 from api.errors import EXCEPTION_HANDLERS
 from api.health import HealthController
-from api.housekeeping import Housekeeper, Retention
+from api.housekeeping import Retention, housekeeping_task
 from api.ledger_log import LedgerLogController
 from api.methodologies import MethodologyController
 from api.settings import Settings
@@ -205,7 +205,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
             app.state.identity = await open_identity(settings, app.state.sessionmaker, http)
             app.state.actions = open_actions(settings, methodologies, app.state.identity.secret, partner_http)
-            housekeeper = Housekeeper(
+            housekeeper = housekeeping_task(
                 app.state.sessionmaker, Retention.from_settings(settings), settings.housekeeping_interval_s
             )
             sealer.start()

@@ -11,8 +11,6 @@ locks that requests wait on.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.actions.service import VOLUME_HISTORY
 from api.settings import Settings
+from ledger.periodic import PeriodicTask
 
 log = logging.getLogger(__name__)
 
@@ -87,31 +86,15 @@ async def sweep(sessionmaker: async_sessionmaker[AsyncSession], retention: Reten
     return deleted
 
 
-class Housekeeper:
-    """Runs ``sweep`` every ``interval_s`` seconds in the service process, and outlives a failed round."""
+def housekeeping_task(
+    sessionmaker: async_sessionmaker[AsyncSession], retention: Retention, interval_s: float
+) -> PeriodicTask:
+    """The service's background sweep, every ``interval_s`` seconds."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], retention: Retention, interval_s: float) -> None:
-        self.sessionmaker = sessionmaker
-        self.retention = retention
-        self.interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
+    async def sweep_round() -> bool:
+        deleted = await sweep(sessionmaker, retention, datetime.now(UTC))
+        if any(deleted.values()):
+            log.info("housekeeping deleted %s", ", ".join(f"{n} from {t}" for t, n in deleted.items() if n))
+        return False  # a sweep deletes everything due; the next is due an interval later
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="housekeeping")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                deleted = await sweep(self.sessionmaker, self.retention, datetime.now(UTC))
-                if any(deleted.values()):
-                    log.info("housekeeping deleted %s", ", ".join(f"{n} from {t}" for t, n in deleted.items() if n))
-            except Exception:  # noqa: BLE001 - a failed round is retried at the next interval
-                log.exception("housekeeping round failed; retrying at the next interval")
-            await asyncio.sleep(self.interval_s)
+    return PeriodicTask("housekeeping", sweep_round, interval_s)

@@ -16,8 +16,6 @@ One round is one transaction, serialised across processes by an advisory lock. I
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from dataclasses import dataclass
 
 import asyncpg
@@ -25,8 +23,7 @@ import asyncpg
 from ledger import log_store, merkle
 from ledger.checkpoint import Checkpoint, Signer
 from ledger.models import STORED_NODE_MIN_LEVEL
-
-log = logging.getLogger(__name__)
+from ledger.periodic import PeriodicTask
 
 #: Advisory lock key of the sealer (one sealing transaction at a time, across processes).
 SEALER_LOCK_KEY = 0x6C65646765727365  # "ledgerse"
@@ -56,9 +53,8 @@ class Sealer:
         self.origin = origin
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval_s = checkpoint_interval_s
-        self.poll_interval_s = poll_interval_s
         self._edge: merkle.CompactRange | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop = PeriodicTask("ledger-sealer", self._round, poll_interval_s)
         self._key_registered = False
 
     async def seal_once(self, *, force_checkpoint: bool = False) -> SealRound:
@@ -114,7 +110,11 @@ class Sealer:
         return checkpoint
 
     async def catch_up(self) -> Checkpoint | None:
-        """Seal everything sealable now and sign a checkpoint of the result (tests, benchmarks, shutdown)."""
+        """Seal everything sealable now; returns a checkpoint that covers it.
+
+        That is the one this call signs, or, when the tree did not grow, the latest stored checkpoint,
+        which another sealer of the same log (another process, another key) may have signed.
+        """
         while True:
             result = await self.seal_once()
             if result.locked_out:
@@ -123,26 +123,22 @@ class Sealer:
             if result.appended < self.checkpoint_every:
                 break
         final = await self.seal_once(force_checkpoint=True)
+        while final.locked_out:  # another sealer is mid-round: its checkpoint may not cover what we sealed
+            await asyncio.sleep(0.01)
+            final = await self.seal_once(force_checkpoint=True)
         async with self.pool.acquire() as conn:
             return final.checkpoint or await log_store.latest_checkpoint(conn)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="ledger-sealer")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                result = await self.seal_once()
-            except Exception:  # noqa: BLE001 - the sealer must outlive a failed round
-                log.exception("sealing round failed; retrying")
-                self._edge = None
-                result = None
-            if result is None or result.appended < self.checkpoint_every:
-                await asyncio.sleep(self.poll_interval_s)
+    async def _round(self) -> bool:
+        try:
+            result = await self.seal_once()
+        except Exception:
+            self._edge = None  # rebuilt from the stored log by the next round
+            raise
+        return result.appended >= self.checkpoint_every

@@ -11,7 +11,6 @@ its transaction's connection instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import uuid
@@ -24,6 +23,7 @@ import asyncpg
 from ledger import store
 from ledger.errors import LedgerClosed, LedgerConflict
 from ledger.models import BALANCE_SLOTS
+from ledger.periodic import PeriodicTask
 from ledger.types import (
     Account,
     AccountOutcome,
@@ -71,8 +71,10 @@ class Ledger:
         self.max_batch = max_batch
         self._queue: asyncio.Queue[_Submission | None] = asyncio.Queue()
         self._writer_count = writers
-        self._expiry_interval_s = expiry_interval_s
-        self._tasks: list[asyncio.Task[None]] = []
+        self._expiry = (
+            PeriodicTask("ledger-expiry", self._expire_round, expiry_interval_s) if expiry_interval_s else None
+        )
+        self._writers: list[asyncio.Task[None]] = []
         self._closed = False
         self._slot_base = random.randrange(BALANCE_SLOTS)
 
@@ -105,22 +107,19 @@ class Ledger:
 
     def start(self) -> None:
         for index in range(self._writer_count):
-            self._tasks.append(asyncio.create_task(self._writer(index), name=f"ledger-writer-{index}"))
-        if self._expiry_interval_s:
-            self._tasks.append(asyncio.create_task(self._expiry_loop(self._expiry_interval_s), name="ledger-expiry"))
+            self._writers.append(asyncio.create_task(self._writer(index), name=f"ledger-writer-{index}"))
+        if self._expiry is not None:
+            self._expiry.start()
 
     async def close(self) -> None:
         """Finish queued submissions, stop the background tasks and close the pool."""
+        if self._expiry is not None:
+            await self._expiry.stop()
         self._closed = True
         for _ in range(self._writer_count):
             self._queue.put_nowait(None)
-        for task in self._tasks:
-            if task.get_name() == "ledger-expiry":
-                task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await asyncio.gather(*self._writers)
+        self._writers.clear()
         await self.pool.close()
 
     # ------------------------------------------------------------------------------------------ writes
@@ -210,14 +209,8 @@ class Ledger:
         outcomes = await self.create_transfers(voids)
         return sum(o.applied for o in outcomes)
 
-    async def _expiry_loop(self, interval: float) -> None:
-        while True:
-            try:
-                while await self.expire_pending() > 0:
-                    pass
-            except Exception:  # noqa: BLE001 - the sweeper must survive a failed round
-                log.exception("pending-transfer expiry round failed")
-            await asyncio.sleep(interval)
+    async def _expire_round(self) -> bool:
+        return await self.expire_pending() > 0
 
     # ----------------------------------------------------------------------------------------- reads
 
