@@ -118,14 +118,10 @@ async def fresh_database_url(server_url: str) -> AsyncIterator[str]:
 @pytest.fixture(scope="session")
 async def ledger(database_url: str) -> AsyncIterator[Ledger]:
     """The ledger as the service runs it: restricted role, group commit, no background expiry."""
-    from ledger.service import Ledger
-    from tests.helpers import APP_ROLE
+    from tests.helpers import open_ledger
 
-    ledger = await Ledger.open(database_url, role=APP_ROLE, pool_size=20, max_batch=2000, writers=2)
-    try:
+    async with open_ledger(database_url) as ledger:
         yield ledger
-    finally:
-        await ledger.close()
 
 
 @pytest.fixture

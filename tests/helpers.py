@@ -119,6 +119,16 @@ async def scratch_database(server_url: str) -> AsyncIterator[str]:
         await drop_database(server_url, name)
 
 
+@asynccontextmanager
+async def open_ledger(database_url: str) -> AsyncIterator[Ledger]:
+    """The ledger as the service runs it: restricted role, group commit, no background expiry."""
+    ledger = await Ledger.open(database_url, role=APP_ROLE, pool_size=20, max_batch=2000, writers=2)
+    try:
+        yield ledger
+    finally:
+        await ledger.close()
+
+
 def _seed(byte: int) -> str:
     return base64.b64encode(bytes([byte]) * 32).decode()
 
