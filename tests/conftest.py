@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +34,18 @@ if TYPE_CHECKING:
 #: Files that each take minutes (the service run and restarted as real processes). They are handed
 #: out first (with ``--no-loadscope-reorder``), so they run beside the rest instead of alone at the end.
 LONG_FILES = ("test_cli.py", "test_simulate_cli.py")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let Python cache bytecode for this run, even where the environment turns that off.
+
+    The suite starts Python many times: each xdist worker, and the service and simulators as real
+    processes. With ``PYTHONDONTWRITEBYTECODE`` set (some sandboxes set it), each would compile its
+    ~1,100 imported modules again. The controller runs this before it starts the workers, which
+    inherit its environment, as do the processes they start.
+    """
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    sys.dont_write_bytecode = False
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
