@@ -7,7 +7,8 @@ circuit breaker stops calling a partner after consecutive failures and fails fas
 An answer that breaks the contract (not JSON, wrong shape) is a 502 and is not retried.
 
 Contract (partner side):
-- ``GET {base}/accounts/{account_ref}/verify?code=…`` → ``{"account_ref": …, "verified": true|false}``
+- ``GET {base}/accounts/{account_ref}/verify?code=…&request_id=…`` → ``{"account_ref": …, "verified": true|false}``;
+  the first verification uses the code up, and a repeat with the same ``request_id`` (a retry) is answered alike.
 - ``GET {base}/records/{external_id}`` → the record as pushed, or 404 when the partner has none.
 """
 
@@ -71,9 +72,14 @@ class PartnerGateway:
         self._clock = clock
         self._breakers: dict[UUID, _Breaker] = {}
 
-    async def verify_account(self, partner: PartnerEndpoint, account_ref: str, code: str) -> bool:
-        """Whether the partner confirms that ``code`` was shown to the holder of ``account_ref``."""
-        body = await self._get_json(partner, f"/accounts/{quote(account_ref, safe='')}/verify", {"code": code})
+    async def verify_account(self, partner: PartnerEndpoint, account_ref: str, code: str, request_id: UUID) -> bool:
+        """Whether the partner confirms that ``code`` was shown to the holder of ``account_ref``.
+
+        Verifying uses the code up, so a retry must not look like a second use: every attempt of one
+        verification carries the same ``request_id``, and the partner answers a repeat as it did the first.
+        """
+        params = {"code": code, "request_id": str(request_id)}
+        body = await self._get_json(partner, f"/accounts/{quote(account_ref, safe='')}/verify", params)
         if body is None or not isinstance(body, dict) or not isinstance(body.get("verified"), bool):
             raise PartnerBadResponse("the partner's verification answer lacks a boolean 'verified'")
         if body["verified"] and body.get("account_ref") != account_ref:

@@ -6,8 +6,8 @@ registers its own, so that one partner's open circuit never affects another test
 
 from __future__ import annotations
 
-import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from domain.signatures import SIGNATURE_HEADER, sign
+from integrations.partners import PartnerEndpoint, PartnerGateway, PartnerUnavailable, RetryPolicy
 from integrations.simulators.partner import PartnerSimulator
 from tests.helpers import PartnerHandle, bearer, link_account, register_partner, sign_in_operator, sign_in_resident
 from tests.test_actions_ingest import trip, yesterday_at
@@ -72,6 +73,39 @@ async def test_linking_needs_the_code_the_partner_showed_and_one_account_has_one
     assert relinked.status_code == 201
 
 
+async def test_a_verification_whose_answer_was_lost_is_retried_and_links(
+    api: AsyncTestClient, partner: PartnerHandle, resident: dict[str, str]
+) -> None:
+    """The partner uses the code up on the first call; its answer comes after our timeout, so we retry."""
+    ref = partner.simulator.open_account()
+    code = partner.simulator.link_code(ref)
+    partner.simulator.slow_s = 12.0  # far beyond the tests' 4 s partner timeout
+    partner.simulator.late_answers = 1
+    calls = partner.simulator.calls
+    response = await _link(api, resident, partner, ref, code)
+    assert response.status_code == 201, response.text
+    assert partner.simulator.calls - calls >= 2, "the first answer should have come too late"
+    assert partner.simulator.late_answers == 0
+
+
+def test_the_partner_answers_a_repeated_verification_alike_and_refuses_another_use() -> None:
+    with PartnerSimulator(seed=5) as simulator:
+        simulator.secret = "whsec_test"
+        ref = simulator.open_account()
+        code = simulator.link_code(ref)
+
+        def verify(request_id: str) -> bool:
+            target = f"/accounts/{ref}/verify?code={code}&request_id={request_id}"
+            headers = {SIGNATURE_HEADER: sign("whsec_test", int(time.time()), "GET", target)}
+            answer = httpx.get(simulator.url + target, headers=headers, timeout=30).json()
+            return bool(answer["verified"])
+
+        assert verify("first") is True
+        assert verify("first") is True  # a retry of the same verification
+        assert verify("second") is False  # anybody else: the code is used up
+        assert verify("") is False
+
+
 async def test_link_with_unknown_partner_is_404(api: AsyncTestClient, resident: dict[str, str]) -> None:
     response = await api.post(
         "/v1/me/links",
@@ -122,23 +156,31 @@ async def test_a_claim_while_the_partner_is_down_keeps_nothing_and_can_be_retrie
     assert retried.status_code == 200 and retried.json()["outcome"] == "credited"
 
 
-async def test_repeated_failures_open_the_circuit_and_it_closes_after_the_cooldown(
-    api: AsyncTestClient, partner: PartnerHandle, resident: dict[str, str]
-) -> None:
-    ref = await link_account(api, resident, partner)
-    record = partner.simulator.add_record(trip(ref, yesterday_at(13), 20, 6_000))
-    claim = {"partner_id": partner.id, "external_id": record["external_id"]}
-    partner.simulator.mode = "down"
-    for _ in range(3):  # the tests' breaker threshold
-        assert (await api.post("/v1/me/actions/claims", json=claim, headers=resident)).status_code == 503
-    calls = partner.simulator.calls
-    partner.simulator.mode = "ok"
-    fast = await api.post("/v1/me/actions/claims", json=claim, headers=resident)
-    assert fast.status_code == 503 and fast.json()["circuit"] == "open"
-    assert partner.simulator.calls == calls, "an open circuit must not call the partner"
-    await asyncio.sleep(2.1)  # the tests' cooldown
-    closed = await api.post("/v1/me/actions/claims", json=claim, headers=resident)
-    assert closed.status_code == 200 and closed.json()["outcome"] == "credited"
+async def test_repeated_failures_open_the_circuit_and_it_closes_after_the_cooldown() -> None:
+    """The breaker on its own clock: a stall of this machine can neither open nor close it early."""
+    now = 1_000.0
+    policy = RetryPolicy(attempts=2, backoff_s=0.01, breaker_threshold=3, breaker_cooldown_s=30.0)
+    with PartnerSimulator(seed=7) as simulator:
+        simulator.secret = "whsec_test"
+        endpoint = PartnerEndpoint(uuid.uuid4(), simulator.url, "whsec_test")
+        record = simulator.add_record(trip(simulator.open_account(), yesterday_at(13), 20, 6_000))
+        async with httpx.AsyncClient(timeout=30) as http:
+            gateway = PartnerGateway(http, policy, clock=lambda: now)
+            simulator.mode = "down"
+            for _ in range(3):  # the threshold
+                with pytest.raises(PartnerUnavailable) as failed:
+                    await gateway.fetch_record(endpoint, record["external_id"])
+                assert "circuit" not in failed.value.extra
+            simulator.mode = "ok"
+            calls = simulator.calls
+            now += 29.0
+            with pytest.raises(PartnerUnavailable) as fast:
+                await gateway.fetch_record(endpoint, record["external_id"])
+            assert fast.value.extra["circuit"] == "open" and int(fast.value.headers["Retry-After"]) >= 1
+            assert simulator.calls == calls, "an open circuit must not call the partner"
+            now += 1.0  # the cooldown has passed: one trial call, which succeeds and closes the circuit
+            assert await gateway.fetch_record(endpoint, record["external_id"]) == record
+            assert await gateway.fetch_record(endpoint, record["external_id"]) == record
 
 
 async def test_claims_only_reach_records_of_the_residents_own_linked_accounts(

@@ -235,9 +235,10 @@ async def link_account(
         if existing.resident_id == resident_id:
             return existing, False
         raise AccountAlreadyLinked("this account is linked to another resident; they must unlink it first")
-    if not await rt.partners.verify_account(_endpoint(rt, partner), account_ref, link_code):
+    link_id = uuid.uuid4()  # also the verification's request id, the same in each of its retries
+    if not await rt.partners.verify_account(_endpoint(rt, partner), account_ref, link_code, link_id):
         raise LinkNotVerified("ask the partner's app for a new link code and try again")
-    link = PartnerLink(id=uuid.uuid4(), resident_id=resident_id, partner_id=partner_id, partner_account_ref=account_ref)
+    link = PartnerLink(id=link_id, resident_id=resident_id, partner_id=partner_id, partner_account_ref=account_ref)
     session.add(link)
     try:
         async with session.begin_nested():

@@ -7,7 +7,8 @@ stand in for the partner's own app: ``POST /accounts`` opens an account, ``POST
 /accounts/{ref}/link-code`` shows a link code to its holder, ``POST /accounts/{ref}/records`` makes
 the holder act (a trip, a drop-off, a sale) and returns the new record. ``POST /control`` ``{"mode": …}``
 makes it misbehave for tests and demos: ``down`` (503), ``slow`` (answers after ``slow_s``),
-``garbage`` (answers that are not JSON).
+``garbage`` (answers that are not JSON). ``late_answers = n`` makes the next n answers to our
+calls come ``slow_s`` after the simulator acted on them, as when an answer is lost on the way.
 """
 
 from __future__ import annotations
@@ -43,10 +44,19 @@ _CATEGORIES = ["clothing", "books", "electronics", "furniture", "appliances", "t
 
 
 @dataclass
+class _LinkCode:
+    """A code shown to the account's holder; the first verification uses it up, for that request only."""
+
+    code: str
+    expires_at: float
+    used_by: str | None = None
+
+
+@dataclass
 class _Account:
     ref: str
     next_trip_at: datetime
-    link_code: tuple[str, float] | None = None
+    link_code: _LinkCode | None = None
     records: list[str] = field(default_factory=list)
 
 
@@ -66,6 +76,7 @@ class PartnerSimulator(SimulatorServer):
         self.secret: str | None = None
         self.mode = "ok"
         self.slow_s = 5.0
+        self.late_answers = 0
         self.calls = 0
         self._rng = random.Random(seed)
         self._prefix = f"{self.kind.value[:2].upper()}-{secrets.token_hex(4)}"
@@ -99,7 +110,7 @@ class PartnerSimulator(SimulatorServer):
         """The code the partner's app would show to the signed-in holder of ``ref``."""
         code = f"{self._rng.randrange(10**6):06d}"
         with self._lock:
-            self._accounts[ref].link_code = (code, time.time() + LINK_CODE_TTL_S)
+            self._accounts[ref].link_code = _LinkCode(code, time.time() + LINK_CODE_TTL_S)
         return code
 
     def add_record(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -207,22 +218,39 @@ class PartnerSimulator(SimulatorServer):
             return failure
         ref = request.params["ref"]
         code = request.query.get("code", [""])[0]
+        # A retry of a verification whose answer was lost carries the same request id and gets the same answer.
+        request_id = request.query.get("request_id", [""])[0]
         with self._lock:
             account = self._accounts.get(ref)
             if account is None:
-                return 200, {"account_ref": ref, "verified": False}
+                return self._answer(200, {"account_ref": ref, "verified": False})
             shown = account.link_code
-            verified = shown is not None and secrets.compare_digest(shown[0], code) and shown[1] > time.time()
+            verified = (
+                shown is not None
+                and secrets.compare_digest(shown.code, code)
+                and shown.expires_at > time.time()
+                and (shown.used_by is None or (request_id != "" and shown.used_by == request_id))
+            )
             if verified:
-                account.link_code = None
-        return 200, {"account_ref": ref, "verified": verified}
+                shown.used_by = request_id
+        return self._answer(200, {"account_ref": ref, "verified": verified})
 
     def _record(self, request: SimRequest) -> tuple[int, Any]:
         if (failure := self._misbehave() or self._check_signature(request)) is not None:
             return failure
         with self._lock:
             record = self._records.get(request.params["external_id"])
-        return (200, record) if record is not None else (404, {"error": "no such record"})
+        return self._answer(*((200, record) if record is not None else (404, {"error": "no such record"})))
+
+    def _answer(self, status: int, body: Any) -> tuple[int, Any]:
+        """The answer to one of our calls, after the simulator acted on it; late if ``late_answers`` says so."""
+        with self._lock:
+            late = self.late_answers > 0
+            if late:
+                self.late_answers -= 1
+        if late:
+            time.sleep(self.slow_s)
+        return status, body
 
     def _show_link_code(self, request: SimRequest) -> tuple[int, Any]:
         ref = request.params["ref"]
