@@ -115,19 +115,17 @@ class Sealer:
         That is the one this call signs, or, when the tree did not grow, the latest stored checkpoint,
         which another sealer of the same log (another process, another key) may have signed.
         """
-        while True:
-            result = await self.seal_once()
-            if result.locked_out:
-                await asyncio.sleep(0.01)
-                continue
-            if result.appended < self.checkpoint_every:
-                break
-        final = await self.seal_once(force_checkpoint=True)
-        while final.locked_out:  # another sealer is mid-round: its checkpoint may not cover what we sealed
-            await asyncio.sleep(0.01)
-            final = await self.seal_once(force_checkpoint=True)
+        while (await self._seal_when_unlocked(force_checkpoint=False)).appended >= self.checkpoint_every:
+            pass
+        # Forced, and retried while another sealer is mid-round: its checkpoint may not cover what we sealed.
+        final = await self._seal_when_unlocked(force_checkpoint=True)
         async with self.pool.acquire() as conn:
             return final.checkpoint or await log_store.latest_checkpoint(conn)
+
+    async def _seal_when_unlocked(self, force_checkpoint: bool) -> SealRound:
+        while (result := await self.seal_once(force_checkpoint=force_checkpoint)).locked_out:
+            await asyncio.sleep(0.01)
+        return result
 
     def start(self) -> None:
         self._loop.start()

@@ -104,6 +104,8 @@ class SimulatorServer:
         self._server = _Server((host, port), RequestHandler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        # Set by stop(): handlers that wait on it (a slow answer) finish instead of outliving the server.
+        self.stopping = threading.Event()
 
     def route(self, method: str, path: str, handler: Handler) -> None:
         self._routes[(method, path)] = handler
@@ -119,11 +121,13 @@ class SimulatorServer:
         return f"http://{host}:{port}"
 
     def start(self) -> SimulatorServer:
+        self.stopping.clear()
         self._thread = threading.Thread(target=self._server.serve_forever, name=self.name, daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()

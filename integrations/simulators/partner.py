@@ -9,6 +9,7 @@ the holder act (a trip, a drop-off, a sale) and returns the new record. ``POST /
 makes it misbehave for tests and demos: ``down`` (503), ``slow`` (answers after ``slow_s``),
 ``garbage`` (answers that are not JSON). ``late_answers = n`` makes the next n answers to our
 calls come ``slow_s`` after the simulator acted on them, as when an answer is lost on the way.
+A slow answer still pending when the simulator stops is sent at once.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ class PartnerSimulator(SimulatorServer):
         if self.mode == "down":
             return 503, {"error": "maintenance"}
         if self.mode == "slow":
-            time.sleep(self.slow_s)
+            self.stopping.wait(self.slow_s)
         if self.mode == "garbage":
             return 200, b"<html>upstream error</html>"
         return None
@@ -240,7 +241,9 @@ class PartnerSimulator(SimulatorServer):
             return failure
         with self._lock:
             record = self._records.get(request.params["external_id"])
-        return self._answer(*((200, record) if record is not None else (404, {"error": "no such record"})))
+        if record is None:
+            return self._answer(404, {"error": "no such record"})
+        return self._answer(200, record)
 
     def _answer(self, status: int, body: Any) -> tuple[int, Any]:
         """The answer to one of our calls, after the simulator acted on it; late if ``late_answers`` says so."""
@@ -249,7 +252,7 @@ class PartnerSimulator(SimulatorServer):
             if late:
                 self.late_answers -= 1
         if late:
-            time.sleep(self.slow_s)
+            self.stopping.wait(self.slow_s)
         return status, body
 
     def _show_link_code(self, request: SimRequest) -> tuple[int, Any]:
