@@ -96,91 +96,109 @@ class ActionRecord:
         return Trip(TransitMode(self.category), self.started_at, self.occurred_at, self.quantity)
 
 
-def _text(raw: dict[str, Any], name: str, max_length: int = MAX_EXTERNAL_ID) -> str:
-    value = raw.get(name)
-    if not isinstance(value, str) or not value.strip() or len(value) > max_length:
-        raise InvalidRecord(f"{name} must be a non-empty string of at most {max_length} characters", field=name)
-    return value.strip()
+class FieldType(StrEnum):
+    TEXT = "text"
+    INTEGER = "integer"
+    INSTANT = "instant"
 
 
-def _integer(raw: dict[str, Any], name: str, minimum: int = 0, required: bool = True) -> int | None:
-    value = raw.get(name)
-    if value is None and not required:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidRecord(f"{name} must be an integer ≥ {minimum}", field=name)
-    return value
+@dataclass(frozen=True)
+class RecordField:
+    """One field of a partner record: what ``parse_record`` checks, and what the API documents of it."""
+
+    name: str
+    type: FieldType
+    description: str
+    required: bool = True
+    minimum: int = 0
+    max_length: int = MAX_EXTERNAL_ID
+    choices: type[StrEnum] | None = None
+
+    def read(self, raw: dict[str, Any]) -> Any:
+        """The field's checked value (None for an absent optional field); raises ``InvalidRecord`` naming it."""
+        value = raw.get(self.name)
+        if value is None and not self.required:
+            return None
+        if self.type is FieldType.INTEGER:
+            if isinstance(value, bool) or not isinstance(value, int) or value < self.minimum:
+                raise InvalidRecord(f"{self.name} must be an integer ≥ {self.minimum}", field=self.name)
+            return value
+        if self.type is FieldType.INSTANT:
+            try:
+                parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+            except ValueError:
+                parsed = None
+            if parsed is None or parsed.tzinfo is None:
+                raise InvalidRecord(f"{self.name} must be an ISO 8601 time with a UTC offset", field=self.name)
+            return parsed.astimezone(UTC)
+        if not isinstance(value, str) or not value.strip() or len(value) > self.max_length:
+            raise InvalidRecord(
+                f"{self.name} must be a non-empty string of at most {self.max_length} characters", field=self.name
+            )
+        if self.choices is not None and value.strip() not in self.choices.__members__.values():
+            allowed = ", ".join(choice.value for choice in self.choices)
+            raise InvalidRecord(f"{self.name} must be one of {allowed}", field=self.name)
+        return value.strip()
 
 
-def _instant(raw: dict[str, Any], name: str) -> datetime:
-    value = raw.get(name)
-    try:
-        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise InvalidRecord(f"{name} must be an ISO 8601 time with a UTC offset", field=name)
-    return parsed.astimezone(UTC)
+def _name(name: str, description: str, **options: Any) -> RecordField:
+    """A short text field: a category, a mode, a trade."""
+    return RecordField(name, FieldType.TEXT, description, max_length=64, **options)
 
 
-def _choice(raw: dict[str, Any], name: str, allowed: type[StrEnum] | None = None) -> str:
-    value = _text(raw, name, 64)
-    if allowed is not None and value not in allowed.__members__.values():
-        choices = ", ".join(m.value for m in allowed)
-        raise InvalidRecord(f"{name} must be one of {choices}", field=name)
-    return value
+_OCCURRED_AT = RecordField("occurred_at", FieldType.INSTANT, "When the action happened")
+
+#: Every record's fields, then each kind's own: the one description of a partner record.
+COMMON_FIELDS = (
+    RecordField("external_id", FieldType.TEXT, "The partner's id of the record (idempotency key)"),
+    RecordField("account_ref", FieldType.TEXT, "The partner account the resident linked"),
+    _name("kind", "Optional; must be the partner's kind", required=False, choices=PartnerKind),
+)
+RECORD_FIELDS: dict[ActionKind, tuple[RecordField, ...]] = {
+    ActionKind.TRANSIT: (
+        _name("mode", "How the resident travelled", choices=TransitMode),
+        RecordField("started_at", FieldType.INSTANT, "When the trip started"),
+        RecordField("ended_at", FieldType.INSTANT, "When the trip ended (the action's time)"),
+        RecordField("distance_m", FieldType.INTEGER, "Distance travelled in metres, as the partner computes it"),
+    ),
+    ActionKind.RECYCLING: (
+        RecordField("station_id", FieldType.TEXT, "The sorting station"),
+        _OCCURRED_AT,
+        _name("material", "What was dropped off, named as in the methodology's factors"),
+        RecordField("weight_g", FieldType.INTEGER, "Weight in grams measured by the station; 0 is refused"),
+    ),
+    ActionKind.SECOND_HAND: (
+        _OCCURRED_AT,
+        _name("category", "What was traded, named as in the methodology's factors"),
+        _name("trade", "What the resident did with the item", choices=SecondHandTrade),
+        RecordField("quantity", FieldType.INTEGER, "Number of items", minimum=1),
+        RecordField("weight_g", FieldType.INTEGER, "Weight in grams, if known", required=False, minimum=1),
+    ),
+}
 
 
 def parse_record(kind: ActionKind, raw: Any) -> ActionRecord:
-    """Validate one record of a partner of ``kind``; raises ``InvalidRecord`` naming the bad field.
+    """Validate one record of a partner of ``kind`` (``COMMON_FIELDS`` and ``RECORD_FIELDS[kind]``).
 
-    Transit: ``mode``, ``started_at``, ``ended_at``, ``distance_m``. Recycling: ``station_id``,
-    ``occurred_at``, ``material``, ``weight_g``. Second-hand: ``occurred_at``, ``category``,
-    ``trade`` (sold, bought, donated), ``quantity`` and optionally ``weight_g``. All: ``external_id``
-    and ``account_ref``; ``kind``, if present, must be the partner's kind.
+    Raises ``InvalidRecord`` naming the first bad field; ``kind``, if present, must be the partner's kind.
     """
     if not isinstance(raw, dict):
         raise InvalidRecord("a record must be a JSON object")
-    external_id = _text(raw, "external_id")
-    account_ref = _text(raw, "account_ref")
-    declared = raw.get("kind")
-    if declared is not None and declared != kind.value:
-        raise InvalidRecord(f"this partner reports {kind.value} records, not {declared!r}", field="kind")
+    values = {spec.name: spec.read(raw) for spec in (*COMMON_FIELDS, *RECORD_FIELDS[kind])}
+    if values["kind"] is not None and values["kind"] != kind.value:
+        raise InvalidRecord(f"this partner reports {kind.value} records, not {values['kind']!r}", field="kind")
+    common = (values["external_id"], values["account_ref"], kind)
     if kind is ActionKind.TRANSIT:
-        mode = _choice(raw, "mode", TransitMode)
         return ActionRecord(
-            external_id,
-            account_ref,
-            kind,
-            mode,
-            _integer(raw, "distance_m") or 0,
-            _instant(raw, "ended_at"),
-            started_at=_instant(raw, "started_at"),
+            *common, values["mode"], values["distance_m"], values["ended_at"], started_at=values["started_at"]
         )
     if kind is ActionKind.RECYCLING:
-        weight = _integer(raw, "weight_g") or 0
-        return ActionRecord(
-            external_id,
-            account_ref,
-            kind,
-            _choice(raw, "material"),
-            weight,
-            _instant(raw, "occurred_at"),
-            details={"station_id": _text(raw, "station_id")},
-        )
-    details: dict[str, Any] = {"trade": _choice(raw, "trade", SecondHandTrade)}
-    weight = _integer(raw, "weight_g", minimum=1, required=False)
-    if weight is not None:
-        details["weight_g"] = weight
-    return ActionRecord(
-        external_id,
-        account_ref,
-        kind,
-        _choice(raw, "category"),
-        _integer(raw, "quantity", minimum=1) or 0,
-        _instant(raw, "occurred_at"),
-        details=details,
-    )
+        details = {"station_id": values["station_id"]}
+        return ActionRecord(*common, values["material"], values["weight_g"], values["occurred_at"], details=details)
+    details = {"trade": values["trade"]}
+    if values["weight_g"] is not None:
+        details["weight_g"] = values["weight_g"]
+    return ActionRecord(*common, values["category"], values["quantity"], values["occurred_at"], details=details)
 
 
 @dataclass(frozen=True)

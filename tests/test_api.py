@@ -10,6 +10,8 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from api.database import head_revision
+from domain.actions import ActionKind, InvalidRecord, parse_record
+from domain.fraud import TransitMode
 from integrations.embedded_postgres import drop_database, ensure_database, with_database
 from tests.helpers import app_settings as settings
 
@@ -95,6 +97,59 @@ async def test_openapi_documents_the_push_body_the_route_reads_raw(client: Async
     body = schema["paths"]["/v1/partner/actions:batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     records = body["properties"]["records"]
     assert body["required"] == ["records"] and (records["minItems"], records["maxItems"]) == (1, 1000)
-    kinds = {record["title"]: record for record in records["items"]["oneOf"]}
-    assert set(kinds) == {"Transit trip", "Recyclables drop-off", "Second-hand trade"}
-    assert {"external_id", "account_ref", "mode", "distance_m"} <= set(kinds["Transit trip"]["required"])
+    documented = {record["title"]: record for record in records["items"]["oneOf"]}
+    assert set(documented) == {"Transit trip", "Recyclables drop-off", "Second-hand trade"}
+    for title, kind in (
+        ("Transit trip", ActionKind.TRANSIT),
+        ("Recyclables drop-off", ActionKind.RECYCLING),
+        ("Second-hand trade", ActionKind.SECOND_HAND),
+    ):
+        record = documented[title]
+        valid = VALID_RECORDS[kind]
+        parse_record(kind, valid)
+        assert set(valid) <= set(record["properties"]), title
+        # The parser demands exactly what the schema calls required, and reads every documented field.
+        for name in record["properties"]:
+            if name in record["required"]:
+                with pytest.raises(InvalidRecord) as missing:
+                    parse_record(kind, {key: value for key, value in valid.items() if key != name})
+                assert missing.value.extra["field"] == name
+            else:
+                parse_record(kind, {key: value for key, value in valid.items() if key != name})
+            with pytest.raises(InvalidRecord) as wrong:
+                parse_record(kind, {**valid, name: [] if record["properties"][name]["type"] == "string" else "x"})
+            assert wrong.value.extra["field"] == name
+    assert documented["Transit trip"]["properties"]["mode"]["enum"] == [mode.value for mode in TransitMode]
+
+
+#: One valid record of each kind, with every field the schema documents.
+VALID_RECORDS: dict[ActionKind, dict[str, object]] = {
+    ActionKind.TRANSIT: {
+        "external_id": "t1",
+        "account_ref": "a",
+        "kind": "transit",
+        "mode": "metro",
+        "started_at": "2026-11-20T08:00:00+08:00",
+        "ended_at": "2026-11-20T08:30:00+08:00",
+        "distance_m": 10_000,
+    },
+    ActionKind.RECYCLING: {
+        "external_id": "r1",
+        "account_ref": "a",
+        "kind": "recycling",
+        "station_id": "S1",
+        "occurred_at": "2026-11-20T08:00:00Z",
+        "material": "glass",
+        "weight_g": 1_234,
+    },
+    ActionKind.SECOND_HAND: {
+        "external_id": "s1",
+        "account_ref": "a",
+        "kind": "second_hand",
+        "occurred_at": "2026-11-20T08:00:00Z",
+        "category": "books",
+        "trade": "donated",
+        "quantity": 3,
+        "weight_g": 900,
+    },
+}

@@ -12,8 +12,7 @@ from msgspec import Meta, Struct
 
 from api.actions.models import Action, PartnerLink
 from api.actions.service import Impact, RecordResult, ResidentBalance, StatementLine
-from domain.actions import MAX_BATCH, SecondHandTrade
-from domain.fraud import TransitMode
+from domain.actions import COMMON_FIELDS, MAX_BATCH, RECORD_FIELDS, ActionKind, FieldType, RecordField
 
 Ref = Annotated[str, Meta(min_length=1, max_length=128)]
 
@@ -210,53 +209,37 @@ class ImpactOut(Struct):
         return cls(i.total_g, i.by_kind, [MonthImpact(m, k, g) for m, k, g in i.by_month])
 
 
-def _record(title: str, fields: dict[str, Schema], required: list[str]) -> Schema:
-    common = {
-        "external_id": Schema(type=OpenAPIType.STRING, description="The partner's id of the record (idempotency key)"),
-        "account_ref": Schema(type=OpenAPIType.STRING, description="The partner account the resident linked"),
-        "kind": Schema(type=OpenAPIType.STRING, description="Optional; must be the partner's kind"),
-    }
+_TITLES = {
+    ActionKind.TRANSIT: "Transit trip",
+    ActionKind.RECYCLING: "Recyclables drop-off",
+    ActionKind.SECOND_HAND: "Second-hand trade",
+}
+
+
+def _field_schema(spec: RecordField) -> Schema:
+    if spec.type is FieldType.INTEGER:
+        return Schema(type=OpenAPIType.INTEGER, minimum=spec.minimum, description=spec.description)
+    if spec.type is FieldType.INSTANT:
+        return Schema(type=OpenAPIType.STRING, format="date-time", description=spec.description)  # type: ignore[arg-type]
     return Schema(
-        title=title,
-        type=OpenAPIType.OBJECT,
-        properties=common | fields,
-        required=["external_id", "account_ref", *required],
+        type=OpenAPIType.STRING,
+        min_length=1,
+        max_length=spec.max_length,
+        enum=[choice.value for choice in spec.choices] if spec.choices is not None else None,
+        description=spec.description,
     )
 
 
-_INSTANT = Schema(type=OpenAPIType.STRING, format="date-time")  # type: ignore[arg-type]
-_GRAMS = Schema(type=OpenAPIType.INTEGER, minimum=1)
-_TRIP = _record(
-    "Transit trip",
-    {
-        "mode": Schema(type=OpenAPIType.STRING, enum=[m.value for m in TransitMode]),
-        "started_at": _INSTANT,
-        "ended_at": _INSTANT,
-        "distance_m": Schema(type=OpenAPIType.INTEGER, minimum=0),
-    },
-    ["mode", "started_at", "ended_at", "distance_m"],
-)
-_DROP_OFF = _record(
-    "Recyclables drop-off",
-    {
-        "station_id": Schema(type=OpenAPIType.STRING),
-        "occurred_at": _INSTANT,
-        "material": Schema(type=OpenAPIType.STRING),
-        "weight_g": _GRAMS,
-    },
-    ["station_id", "occurred_at", "material", "weight_g"],
-)
-_TRADE = _record(
-    "Second-hand trade",
-    {
-        "occurred_at": _INSTANT,
-        "category": Schema(type=OpenAPIType.STRING),
-        "trade": Schema(type=OpenAPIType.STRING, enum=[t.value for t in SecondHandTrade]),
-        "quantity": Schema(type=OpenAPIType.INTEGER, minimum=1),
-        "weight_g": _GRAMS,
-    },
-    ["occurred_at", "category", "trade", "quantity"],
-)
+def _record_schema(kind: ActionKind) -> Schema:
+    """A record of ``kind`` as ``domain.actions.parse_record`` reads it, from the same field table."""
+    fields = (*COMMON_FIELDS, *RECORD_FIELDS[kind])
+    return Schema(
+        title=_TITLES[kind],
+        type=OpenAPIType.OBJECT,
+        properties={spec.name: _field_schema(spec) for spec in fields},
+        required=[spec.name for spec in fields if spec.required],
+    )
+
 
 #: The push body as OpenAPI sees it; the route reads the raw bytes, because the signature covers them.
 PUSH_BODY = RequestBody(
@@ -272,7 +255,7 @@ PUSH_BODY = RequestBody(
                         type=OpenAPIType.ARRAY,
                         min_items=1,
                         max_items=MAX_BATCH,
-                        items=Schema(one_of=[_TRIP, _DROP_OFF, _TRADE]),
+                        items=Schema(one_of=[_record_schema(kind) for kind in ActionKind]),
                     )
                 },
             )
