@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 from ledger import store
@@ -118,9 +119,11 @@ async def test_resubmitted_post_is_exists(ledger: Ledger) -> None:
 
 
 async def test_expired_pending_is_voided_by_the_expiry_task_and_cannot_be_posted(ledger: Ledger) -> None:
-    resident, redemption, pending = await setup_hold(ledger, timeout_s=1)
-    [early] = await ledger.create_transfers([void(pending.id, code=TransferCode.PENDING_EXPIRED)])
+    # An expiry void before the deadline is refused (an hour away, so no stall of this machine reaches it).
+    _, _, unexpired = await setup_hold(ledger, timeout_s=3600)
+    [early] = await ledger.create_transfers([void(unexpired.id, code=TransferCode.PENDING_EXPIRED)])
     assert early.result is R.PENDING_TRANSFER_NOT_EXPIRED
+    resident, redemption, pending = await setup_hold(ledger, timeout_s=1)
     await asyncio.sleep(1.2)
     # expired (swept or not): a post already fails
     [late] = await ledger.create_transfers([post(pending.id)])
@@ -144,10 +147,9 @@ async def test_background_expiry_task_voids_expired_holds(database_url: str) -> 
     ledger = await Ledger.open(database_url, role=APP_ROLE, pool_size=4, expiry_interval_s=0.2)
     try:
         resident, _, pending = await setup_hold(ledger, timeout_s=1)
-        for _ in range(50):
+        deadline = time.monotonic() + 60  # generous: this machine stalls for seconds; done in ~1 s normally
+        while (await balance(ledger, resident)).debits_pending and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-            if (await balance(ledger, resident)).debits_pending == 0:
-                break
         assert (await balance(ledger, resident)).as_tuple() == (0, 0, 0, 100)
         assert expiry_void_id(pending.id) in await ledger.lookup_transfers([expiry_void_id(pending.id)])
     finally:
