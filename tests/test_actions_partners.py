@@ -101,12 +101,13 @@ def test_the_partner_answers_a_repeated_verification_alike_and_refuses_another_u
         ref = simulator.open_account()
         code = simulator.link_code(ref)
 
-        def verify(request_id: str) -> bool:
-            target = f"/accounts/{ref}/verify?code={code}&request_id={request_id}"
+        def verify(request_id: str, account_ref: str = ref) -> bool:
+            target = f"/accounts/{account_ref}/verify?code={code}&request_id={request_id}"
             headers = {SIGNATURE_HEADER: sign("whsec_test", int(time.time()), "GET", target)}
             answer = httpx.get(simulator.url + target, headers=headers, timeout=30).json()
             return bool(answer["verified"])
 
+        assert verify("first", account_ref="no-such-account") is False
         assert verify("first") is True
         assert verify("first") is True  # a retry of the same verification
         assert verify("second") is False  # anybody else: the code is used up

@@ -166,8 +166,8 @@ async def test_inclusion_and_consistency_proofs_from_storage_verify(ledger: Ledg
     second = await sealer.catch_up()
     assert first is not None and second is not None and second.tree_size >= first.tree_size + 40
     async with ledger.pool.acquire() as conn:
-        # Other sealers share this database (the app's, other tests'): verify as an outsider would,
-        # against every published key, which must include this sealer's.
+        # This module's other tests seal the same log, one with a rotated key: verify as an outsider
+        # would, against every published key, which must include this sealer's.
         keys = await log_store.public_keys(conn)
         assert sealer.signer.describe().key_id in keys
         for cp in (first, second):
