@@ -14,7 +14,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from domain.errors import CarbonRewardsError, ErrorKind
+from domain.errors import CarbonRewardsError, ErrorKind, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,32 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return response
 
 
+#: SQLSTATEs of PostgreSQL refusing text a client sent: a NUL character (22021) or a Unicode escape it
+#: cannot hold in JSONB (22P05).
+_UNSTORABLE_TEXT_STATES = frozenset({"22021", "22P05"})
+
+
+def _unstorable_text(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it wraps, says the client's text cannot be stored (or encoded as UTF-8)."""
+    current: BaseException | None = exc
+    for _ in range(8):  # SQLAlchemy wraps the driver's error, which may wrap the codec's
+        if current is None:
+            return False
+        if getattr(current, "sqlstate", None) in _UNSTORABLE_TEXT_STATES:
+            return True
+        if isinstance(current, UnicodeEncodeError) and "surrogates" in current.reason:
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+    return False
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if _unstorable_text(exc):
+        # Input that slipped past validation into a query, not a fault of the service: the request's
+        # transaction is rolled back like any failed request's, and the client is told what to fix.
+        return _domain_error(
+            request, InvalidInput("the request holds text that cannot be stored: a NUL character or a lone surrogate")
+        )
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(
         request,

@@ -8,6 +8,8 @@ passed in, so that pushes, claims and operator reviews all decide the same way.
 
 from __future__ import annotations
 
+import math
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -33,6 +35,16 @@ ActionKind = PartnerKind
 ACTION_NAMESPACE = uuid.UUID("6f1c1a52-0d7e-4f0a-9a55-3c6c0a4e5b11")
 MAX_EXTERNAL_ID = 128
 MAX_BATCH = 1000
+#: The largest integer a record may carry: far beyond every plausibility bound (those refuse with their
+#: own reason codes), and small enough that no reduction or point computed from it overflows storage.
+MAX_RECORD_INTEGER = 1_000_000_000
+#: Characters no identifier or name of a record may contain: the C0 controls (NUL cannot even be
+#: stored by PostgreSQL), DEL, and lone UTF-16 surrogates (not encodable as UTF-8).
+_FORBIDDEN_CHARACTERS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+#: What the stored copy of a record (JSONB) cannot hold anywhere, in any field: NUL and lone surrogates.
+_UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
+#: How deeply a record's JSON may nest (the documented fields are flat; extra fields are kept as sent).
+MAX_RECORD_DEPTH = 16
 
 
 class ActionStatus(StrEnum):
@@ -111,6 +123,7 @@ class RecordField:
     description: str
     required: bool = True
     minimum: int = 0
+    maximum: int = MAX_RECORD_INTEGER
     max_length: int = MAX_EXTERNAL_ID
     choices: type[StrEnum] | None = None
 
@@ -120,8 +133,10 @@ class RecordField:
         if value is None and not self.required:
             return None
         if self.type is FieldType.INTEGER:
-            if isinstance(value, bool) or not isinstance(value, int) or value < self.minimum:
-                raise InvalidRecord(f"{self.name} must be an integer ≥ {self.minimum}", field=self.name)
+            if isinstance(value, bool) or not isinstance(value, int) or not self.minimum <= value <= self.maximum:
+                raise InvalidRecord(
+                    f"{self.name} must be an integer from {self.minimum} to {self.maximum}", field=self.name
+                )
             return value
         if self.type is FieldType.INSTANT:
             try:
@@ -135,6 +150,8 @@ class RecordField:
             raise InvalidRecord(
                 f"{self.name} must be a non-empty string of at most {self.max_length} characters", field=self.name
             )
+        if _FORBIDDEN_CHARACTERS.search(value):
+            raise InvalidRecord(f"{self.name} must not contain control characters", field=self.name)
         if self.choices is not None and value.strip() not in self.choices.__members__.values():
             allowed = ", ".join(choice.value for choice in self.choices)
             raise InvalidRecord(f"{self.name} must be one of {allowed}", field=self.name)
@@ -177,6 +194,21 @@ RECORD_FIELDS: dict[ActionKind, tuple[RecordField, ...]] = {
 }
 
 
+def storable(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` (decoded JSON) can be kept as sent: the service stores every decided record verbatim."""
+    if isinstance(value, str):
+        return _UNSTORABLE_CHARACTERS.search(value) is None
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict | list) and depth >= MAX_RECORD_DEPTH:
+        return False
+    if isinstance(value, dict):
+        return all(storable(k, depth + 1) and storable(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return all(storable(item, depth + 1) for item in value)
+    return True
+
+
 def parse_record(kind: ActionKind, raw: Any) -> ActionRecord:
     """Validate one record of a partner of ``kind`` (``COMMON_FIELDS`` and ``RECORD_FIELDS[kind]``).
 
@@ -184,6 +216,11 @@ def parse_record(kind: ActionKind, raw: Any) -> ActionRecord:
     """
     if not isinstance(raw, dict):
         raise InvalidRecord("a record must be a JSON object")
+    if not storable(raw):
+        raise InvalidRecord(
+            "the record holds what cannot be stored: a NUL character, an unpaired surrogate, a non-finite "
+            f"number, or nesting deeper than {MAX_RECORD_DEPTH} levels"
+        )
     values = {spec.name: spec.read(raw) for spec in (*COMMON_FIELDS, *RECORD_FIELDS[kind])}
     if values["kind"] is not None and values["kind"] != kind.value:
         raise InvalidRecord(f"this partner reports {kind.value} records, not {values['kind']!r}", field="kind")

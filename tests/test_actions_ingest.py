@@ -266,6 +266,40 @@ async def test_records_are_judged_one_by_one_with_reason_codes(
     assert later.json()["results"][0]["outcome"] == "credited"
 
 
+async def test_a_record_the_database_cannot_hold_is_rejected_alone(
+    api: AsyncTestClient, transit: PartnerHandle, resident: dict[str, str]
+) -> None:
+    """NUL characters, lone surrogates, integers past storage and deep nesting once failed a whole batch with a 500."""
+    ref = await link_account(api, resident, transit)
+    start = yesterday_at(5)
+    nested: Any = "deep"
+    for _ in range(20):
+        nested = [nested]
+    hostile = [
+        trip(ref, start, 30, 10_000, external_id="nul\x00inside"),
+        trip(ref, start, 30, 10_000, external_id="lone-\ud800-surrogate"),
+        trip("card\x1fref", start, 30, 10_000),
+        trip(ref, start, 30, 2**63),
+        trip(ref, start, 30, 10_000, note="extra field with a NUL \x00"),
+        trip(ref, start, 30, 10_000, route=nested),
+    ]
+    fine = trip(ref, start, 30, 10_000)
+    response = await push(api, transit, [*hostile, fine])
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [(r["outcome"], r.get("reason")) for r in results] == [("rejected", "invalid_record")] * len(hostile) + [
+        ("credited", None)
+    ]
+    # A record is named by its index; an id that cannot be stored is not echoed either.
+    assert [r["index"] for r in results] == list(range(len(hostile) + 1))
+    assert results[0]["external_id"] is None and results[1]["external_id"] is None
+    assert "control characters" in results[2]["detail"] and "from 0 to 1000000000" in results[3]["detail"]
+
+    # NaN is not JSON, though Python's encoder writes it: the whole body is refused, clearly.
+    not_json = await push(api, transit, [trip(ref, start, 30, 10_000, speed=float("nan"))])
+    assert not_json.status_code == 422 and not_json.json()["code"] == "invalid_input", not_json.text
+
+
 async def test_the_same_trip_from_two_partners_credits_once(
     api: AsyncTestClient, admin: dict[str, str], transit: PartnerHandle, resident: dict[str, str]
 ) -> None:

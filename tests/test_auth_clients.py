@@ -72,6 +72,21 @@ async def test_wrong_or_missing_client_credentials_are_refused(api: AsyncTestCli
     assert missing.status_code == 422 and missing.json()["error"] == "invalid_request"
 
 
+async def test_input_postgresql_cannot_store_is_a_clear_422(api: AsyncTestClient, admin: dict[str, str]) -> None:
+    """Text with a NUL character reached queries through fields no schema constrains, and came back as a 500."""
+    not_json = await api.post(
+        "/v1/auth/token", content=b'{"grant_type": "client_', headers={"Content-Type": "application/json"}
+    )
+    nul_client = await token_for(api, {"client_id": "mer_\x00", "client_secret": "x"})
+    nul_login = await api.post("/v1/auth/operator/login", json={"username": "admin\x00", "password": "x"})
+    nul_path = await api.post("/v1/operator/clients/%00/secret", headers={**admin, "Idempotency-Key": "nul-path"})
+    for response in (not_json, nul_client, nul_login, nul_path):
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["code"] == "invalid_input"
+    assert "NUL" in nul_login.json()["detail"]
+
+
 async def test_wrong_client_secrets_lock_that_client_out_and_successes_do_not_count(
     api: AsyncTestClient, admin: dict[str, str]
 ) -> None:

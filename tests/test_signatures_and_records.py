@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from domain.actions import ActionKind, InvalidRecord, action_id, parse_record
+from domain.actions import MAX_RECORD_DEPTH, ActionKind, InvalidRecord, action_id, parse_record, storable
 from domain.signatures import SignatureExpired, SignatureInvalid, SignatureMissing, digest, sign, verify
 
 SECRET = "whsec_test"
@@ -110,6 +110,21 @@ def test_records_parse_per_kind_and_name_the_bad_field() -> None:
         assert error.value.extra["field"] == field
     with pytest.raises(InvalidRecord):
         parse_record(ActionKind.TRANSIT, ["not", "an", "object"])
+
+
+def test_only_what_jsonb_can_hold_is_storable() -> None:
+    def nested(depth: int) -> object:
+        value: object = 1
+        for _ in range(depth):
+            value = {"next": value}
+        return value
+
+    assert storable({"a": ["text", 1, 1.5, None, True, {"b": "上海 ok"}], "n": 10**30})
+    assert storable(nested(MAX_RECORD_DEPTH)) and not storable(nested(MAX_RECORD_DEPTH + 1))
+    for bad in ("nul\x00", "\ud800", float("nan"), float("inf"), -float("inf")):
+        assert not storable({"field": bad}) and not storable([bad]), repr(bad)
+    assert not storable({"key\x00": 1})
+    assert storable({"tab": "a\tb"})  # free text may hold controls other than NUL; ids and names may not
 
 
 def test_an_action_id_depends_only_on_partner_and_external_id() -> None:

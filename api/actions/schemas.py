@@ -216,15 +216,22 @@ _TITLES = {
 }
 
 
+#: A record's identifiers and names hold no control characters (``domain.actions`` refuses them).
+TEXT_PATTERN = "^[^\\u0000-\\u001F\\u007F]+$"
+
+
 def _field_schema(spec: RecordField) -> Schema:
     if spec.type is FieldType.INTEGER:
-        return Schema(type=OpenAPIType.INTEGER, minimum=spec.minimum, description=spec.description)
+        return Schema(
+            type=OpenAPIType.INTEGER, minimum=spec.minimum, maximum=spec.maximum, description=spec.description
+        )
     if spec.type is FieldType.INSTANT:
         return Schema(type=OpenAPIType.STRING, format="date-time", description=spec.description)  # type: ignore[arg-type]
     return Schema(
         type=OpenAPIType.STRING,
         min_length=1,
         max_length=spec.max_length,
+        pattern=TEXT_PATTERN,
         enum=[choice.value for choice in spec.choices] if spec.choices is not None else None,
         description=spec.description,
     )

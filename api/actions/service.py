@@ -55,6 +55,7 @@ from domain.actions import (
     local_day,
     month_start,
     parse_record,
+    storable,
 )
 from domain.errors import Conflict, InvalidInput, NotFound
 from domain.fraud import TransitMode, Trip, apply_caps
@@ -288,11 +289,15 @@ async def unlink(session: AsyncSession, resident_id: uuid.UUID, link_id: uuid.UU
 # ------------------------------------------------------------------------------------------- ingestion
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_batch(body: bytes) -> list[Any]:
     """The ``records`` of a push body: a JSON object with 1 to 1,000 records."""
     try:
-        document = json.loads(body)
-    except ValueError:
+        document = json.loads(body, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
         raise InvalidInput("the body is not JSON") from None
     records = document.get("records") if isinstance(document, dict) else None
     if not isinstance(records, list) or not 1 <= len(records) <= MAX_BATCH:
@@ -373,7 +378,7 @@ async def _ingest(
             external = raw.get("external_id") if isinstance(raw, dict) else None
             results[index] = RecordResult(
                 index,
-                external if isinstance(external, str) else None,
+                external if isinstance(external, str) and storable(external) else None,
                 Outcome.REJECTED,
                 reason=Reason.INVALID_RECORD.value,
                 detail=exc.detail,

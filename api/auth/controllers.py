@@ -15,6 +15,7 @@ from uuid import UUID
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
+from litestar.exceptions import SerializationException
 from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -155,7 +156,7 @@ async def _client_credentials(request: Request[Any, Any, Any]) -> tuple[str, str
     elif content_type.startswith("application/json"):
         try:
             parsed = await request.json()
-        except ValueError as exc:
+        except (ValueError, SerializationException) as exc:
             raise InvalidInput("the body is not valid JSON") from exc
         body = parsed if isinstance(parsed, dict) else {}
     else:

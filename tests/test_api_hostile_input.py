@@ -1,0 +1,119 @@
+"""Every documented operation, called by the role it serves with input built to break it, answers a problem.
+
+The inputs are the ones that once slipped past validation into queries and came back as 500s: text
+with a NUL character (PostgreSQL cannot store it), integers past 64 bits, malformed JSON, and a body
+of the wrong shape. The walk follows the OpenAPI schema, so a route added later is covered without
+anyone remembering to.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from integrations.simulators.partner import PartnerSimulator
+from tests.helpers import bearer, register_partner, sign_in_operator, sign_in_resident
+
+NUL_TEXT = "x\x00y"
+
+
+def hostile_value(schema: dict[str, Any], spec: dict[str, Any], depth: int = 0) -> Any:
+    """A value of the schema's shape that the database cannot take: NUL in text, 2**63 for integers."""
+    if "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    for union in ("oneOf", "anyOf"):
+        if union in schema:
+            return hostile_value(schema[union][0], spec, depth)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    if kind == "object" or "properties" in schema:
+        if depth > 3:
+            return {}
+        return {name: hostile_value(sub, spec, depth + 1) for name, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        return [hostile_value(schema.get("items", {}), spec, depth + 1)]
+    if kind == "integer":
+        return 2**63
+    if kind == "number":
+        return 1e308
+    if kind == "boolean":
+        return NUL_TEXT
+    return NUL_TEXT
+
+
+def role_for(path: str) -> str:
+    for prefix, role in (
+        ("/v1/me", "resident"),
+        ("/v1/operator", "admin"),
+        ("/v1/partner", "partner"),
+        ("/v1/merchant", "merchant"),
+        ("/v1/ledger", "admin"),
+    ):
+        if path.startswith(prefix):
+            return role
+    return "anonymous"
+
+
+@pytest.fixture(scope="module")
+async def callers(api: AsyncTestClient, sms_gateway: Any, database_url: str) -> Any:
+    admin = bearer(await sign_in_operator(api, database_url, "admin"))
+    merchant = (await api.post("/v1/operator/merchants", json={"name": "Hostile input shop"}, headers=admin)).json()
+    credentials = merchant["credentials"]
+    token = await api.post(
+        "/v1/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": credentials["client_id"],
+            "client_secret": credentials["client_secret"],
+        },
+    )
+    with PartnerSimulator("transit") as simulator:
+        partner = await register_partner(api, admin, simulator)
+        yield {
+            "anonymous": {},
+            "resident": bearer(await sign_in_resident(api, sms_gateway)),
+            "admin": admin,
+            "partner": partner.headers,
+            "merchant": bearer(token.json()),
+        }
+
+
+async def test_no_operation_answers_hostile_input_with_a_500(api: AsyncTestClient, callers: dict[str, Any]) -> None:
+    spec = (await api.get("/schema/openapi.json")).json()
+    failures = []
+    calls = 0
+    for template, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            url = template
+            query = {}
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path":
+                    url = url.replace("{" + parameter["name"] + "}", "%00")
+                elif parameter["in"] == "query":
+                    query[parameter["name"]] = NUL_TEXT
+            body_schema = (
+                (operation.get("requestBody") or {}).get("content", {}).get("application/json", {}).get("schema")
+            )
+            bodies: list[bytes | None] = [None]
+            if method in ("post", "put", "patch"):
+                hostile = hostile_value(body_schema, spec) if body_schema else {"field": NUL_TEXT}
+                bodies = [json.dumps(hostile).encode(), b'{"unterminated', b"[]"]
+            for index, body in enumerate(bodies):
+                headers = {
+                    **callers[role_for(template)],
+                    "Idempotency-Key": f"hostile-{method}-{template}-{index}",
+                    "Content-Type": "application/json",
+                }
+                response = await api.request(method.upper(), url, params=query, content=body, headers=headers)
+                calls += 1
+                is_problem = response.headers.get("content-type", "").startswith("application/problem+json")
+                if response.status_code >= 500 or (response.status_code >= 400 and not is_problem):
+                    failures.append((method.upper(), url, body, response.status_code, response.text[:200]))
+    assert calls > 60  # the walk reached the routes (a broken schema would make this test pass vacuously)
+    assert not failures, "\n".join(map(str, failures))
