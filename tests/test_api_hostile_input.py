@@ -117,3 +117,24 @@ async def test_no_operation_answers_hostile_input_with_a_500(api: AsyncTestClien
                     failures.append((method.upper(), url, body, response.status_code, response.text[:200]))
     assert calls > 60  # the walk reached the routes (a broken schema would make this test pass vacuously)
     assert not failures, "\n".join(map(str, failures))
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "authorization"),
+    [
+        ("application/x-www-form-urlencoded", b"grant_type=client_credentials&client_id=a%00b&client_secret=x", None),
+        ("application/x-www-form-urlencoded", b"grant_type=client_credentials&client_id=%FF%FE&client_secret=x", None),
+        ("multipart/form-data", b"grant_type=client_credentials", None),
+        ("multipart/form-data; boundary=zz", b"--zz\r\nContent-Disposition: form-data\r\n\r\nx\r\n", None),
+        ("application/x-www-form-urlencoded", b"grant_type=client_credentials", "Basic YQBiOng="),  # "a\0b:x"
+        ("application/x-www-form-urlencoded", b"grant_type=client_credentials", "Basic //79"),  # not UTF-8
+        ("application/x-www-form-urlencoded", b"grant_type=client_credentials", "Basic ***"),
+    ],
+)
+async def test_the_token_endpoint_refuses_malformed_forms_and_credentials(
+    api: AsyncTestClient, content_type: str, body: bytes, authorization: str | None
+) -> None:
+    headers = {"Content-Type": content_type, **({"Authorization": authorization} if authorization else {})}
+    response = await api.post("/v1/auth/token", content=body, headers=headers)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
