@@ -149,3 +149,8 @@ class TokenExpired(Unauthenticated):
 class AlreadyCreated(Conflict):
     code = "already_created"
     title = "A request with this Idempotency-Key already created the object"
+
+
+class AlreadyRotated(Conflict):
+    code = "already_rotated"
+    title = "A request with this Idempotency-Key already rotated the secret"

@@ -165,6 +165,31 @@ async def test_rotating_a_secret_retires_the_old_one(api: AsyncTestClient, admin
     assert missing.status_code == 404 and missing.json()["code"] == "client_not_found"
 
 
+async def test_a_retried_rotation_with_its_idempotency_key_rotates_nothing(
+    api: AsyncTestClient, admin: dict[str, str], owner_conn: asyncpg.Connection
+) -> None:
+    first = (await api.post("/v1/operator/merchants", json={"name": "Tea house"}, headers=admin)).json()["credentials"]
+    url = f"/v1/operator/clients/{first['client_id']}/secret"
+    rotated = await api.post(url, headers={**admin, "Idempotency-Key": "rotate-tea-1"})
+    assert rotated.status_code == 200, rotated.text
+    retried = await api.post(url, headers={**admin, "Idempotency-Key": "rotate-tea-1"})
+    assert retried.status_code == 409 and retried.json()["code"] == "already_rotated", retried.text
+    assert (await token_for(api, rotated.json())).status_code == 200  # the retry did not replace it
+    # The key belongs to that client's rotation: another client, or a new key, rotates as asked.
+    other = (await api.post("/v1/operator/merchants", json={"name": "Noodles"}, headers=admin)).json()["credentials"]
+    elsewhere = await api.post(
+        f"/v1/operator/clients/{other['client_id']}/secret", headers={**admin, "Idempotency-Key": "rotate-tea-1"}
+    )
+    assert elsewhere.status_code == 200, elsewhere.text
+    again = await api.post(url, headers={**admin, "Idempotency-Key": "rotate-tea-2"})
+    assert again.status_code == 200 and (await token_for(api, rotated.json())).status_code == 401
+    rotations = await owner_conn.fetchval(
+        "SELECT count(*) FROM operator_audit_log WHERE action = 'client.rotate_secret' AND details->>'client_id' = $1",
+        first["client_id"],
+    )
+    assert rotations == 2
+
+
 async def test_a_repeated_idempotency_key_creates_nothing_twice(
     api: AsyncTestClient, admin: dict[str, str], owner_conn: asyncpg.Connection
 ) -> None:

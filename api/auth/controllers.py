@@ -59,7 +59,7 @@ IdempotencyKey = Annotated[
         name="Idempotency-Key",
         required=False,
         max_length=100,
-        description="Repeat a creation safely: a second request with the same key creates nothing.",
+        description="Repeat a creation or a rotation safely: a second request with the same key changes nothing.",
     ),
 ]
 
@@ -285,9 +285,12 @@ class OperatorController(Controller):
         identity: NamedDependency[IdentityRuntime],
         principal: NamedDependency[Principal],
         request_meta: NamedDependency[RequestMeta],
+        idempotency_key: IdempotencyKey = None,
     ) -> CredentialsOut:
         return CredentialsOut.of(
-            await service.rotate_client_secret(db_session, identity, principal, client_id, request_meta)
+            await service.rotate_client_secret(
+                db_session, identity, principal, client_id, request_meta, idempotency_key
+            )
         )
 
     @get("/audit-log", summary="Operator changes, newest first")

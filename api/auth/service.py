@@ -45,6 +45,7 @@ from domain.identity import (
     OTP_MAX_ATTEMPTS,
     OTP_TTL,
     AlreadyCreated,
+    AlreadyRotated,
     ClientNotFound,
     InvalidCredentials,
     OtpInvalid,
@@ -581,13 +582,38 @@ async def register_partner(
 
 
 async def rotate_client_secret(
-    session: AsyncSession, rt: IdentityRuntime, actor: Principal, client_id: str, meta: RequestMeta
+    session: AsyncSession,
+    rt: IdentityRuntime,
+    actor: Principal,
+    client_id: str,
+    meta: RequestMeta,
+    idempotency_key: str | None = None,
 ) -> IssuedCredentials:
-    """A new secret for a client; the old one stops working when this commits."""
+    """A new secret for a client; the old one stops working when this commits.
+
+    A retry with the rotation's Idempotency-Key rotates nothing: like a repeated creation it names the
+    earlier rotation, whose answer held the secret (only its hash is kept). The key is recorded in the
+    audit entry, and the client's row lock makes two concurrent retries see each other.
+    """
     actor_name = await _operator_name(session, actor)
     client = await session.get(ApiClient, client_id, with_for_update=True)
     if client is None:
         raise ClientNotFound()
+    if idempotency_key is not None:
+        earlier = (
+            await session.execute(
+                select(OperatorAuditEntry.at).where(
+                    OperatorAuditEntry.action == "client.rotate_secret",
+                    OperatorAuditEntry.details["client_id"].astext == client_id,
+                    OperatorAuditEntry.details["idempotency_key"].astext == idempotency_key,
+                )
+            )
+        ).scalar_one_or_none()
+        if earlier is not None:
+            raise AlreadyRotated(
+                f"this Idempotency-Key already rotated the secret of {client_id} at {earlier.isoformat()}; the new "
+                "secret was shown once then (rotate again with a new key if it was lost)"
+            )
     client_secret = "cs_" + secrets.token_urlsafe(32)
     client.secret_hash = await asyncio.to_thread(rt.hasher.hash, client_secret)
     client.secret_rotated_at = _now()
@@ -599,7 +625,7 @@ async def rotate_client_secret(
         "client.rotate_secret",
         client.role,
         str(client.owner_id),
-        {"client_id": client_id},
+        {"client_id": client_id, **({"idempotency_key": idempotency_key} if idempotency_key else {})},
         meta,
     )
     return IssuedCredentials(client_id, client_secret)
