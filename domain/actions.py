@@ -38,9 +38,11 @@ MAX_BATCH = 1000
 #: The largest integer a record may carry: far beyond every plausibility bound (those refuse with their
 #: own reason codes), and small enough that no reduction or point computed from it overflows storage.
 MAX_RECORD_INTEGER = 1_000_000_000
-#: Characters no identifier or name of a record may contain: the C0 controls (NUL cannot even be
-#: stored by PostgreSQL), DEL, and lone UTF-16 surrogates (not encodable as UTF-8).
-_FORBIDDEN_CHARACTERS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+#: The characters no identifier or name of a record may contain, as the body of a regular-expression
+#: character class that Python and JSON Schema (ECMA-262) read alike: the C0 controls and DEL. The API
+#: documents the same class, so the two cannot drift.
+CONTROL_CHARACTERS = "\\u0000-\\u001F\\u007F"
+_CONTROL_CHARACTER = re.compile(f"[{CONTROL_CHARACTERS}]")
 #: What the stored copy of a record (JSONB) cannot hold anywhere, in any field: NUL and lone surrogates.
 _UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
 #: How deeply a record's JSON may nest (the documented fields are flat; extra fields are kept as sent).
@@ -150,7 +152,7 @@ class RecordField:
             raise InvalidRecord(
                 f"{self.name} must be a non-empty string of at most {self.max_length} characters", field=self.name
             )
-        if _FORBIDDEN_CHARACTERS.search(value):
+        if _CONTROL_CHARACTER.search(value):
             raise InvalidRecord(f"{self.name} must not contain control characters", field=self.name)
         if self.choices is not None and value.strip() not in self.choices.__members__.values():
             allowed = ", ".join(choice.value for choice in self.choices)

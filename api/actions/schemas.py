@@ -12,7 +12,15 @@ from msgspec import Meta, Struct
 
 from api.actions.models import Action, PartnerLink
 from api.actions.service import Impact, RecordResult, ResidentBalance, StatementLine
-from domain.actions import COMMON_FIELDS, MAX_BATCH, RECORD_FIELDS, ActionKind, FieldType, RecordField
+from domain.actions import (
+    COMMON_FIELDS,
+    CONTROL_CHARACTERS,
+    MAX_BATCH,
+    RECORD_FIELDS,
+    ActionKind,
+    FieldType,
+    RecordField,
+)
 
 Ref = Annotated[str, Meta(min_length=1, max_length=128)]
 
@@ -217,7 +225,7 @@ _TITLES = {
 
 
 #: A record's identifiers and names hold no control characters (``domain.actions`` refuses them).
-TEXT_PATTERN = "^[^\\u0000-\\u001F\\u007F]+$"
+TEXT_PATTERN = f"^[^{CONTROL_CHARACTERS}]+$"
 
 
 def _field_schema(spec: RecordField) -> Schema:
