@@ -82,7 +82,7 @@ def _secret_seed(value: SecretStr | None, path: Path) -> bytes:
 
 def _sms_sender(settings: Settings, http: httpx.AsyncClient) -> SmsSender:
     if settings.sms_gateway_url:
-        return HttpSmsGateway(settings.sms_gateway_url, http)
+        return HttpSmsGateway(settings.sms_gateway_url, http, connect_attempts=settings.http_connect_attempts)
     return LoggingSms() if settings.demo else NoSmsConfigured()
 
 
@@ -96,6 +96,7 @@ def _identity_provider(settings: Settings, http: httpx.AsyncClient) -> IdTokenVe
             client=http,
             cache_s=settings.idp_jwks_cache_s,
             min_refetch_s=settings.idp_jwks_min_refetch_s,
+            connect_attempts=settings.http_connect_attempts,
         )
     return NoIdentityProviderConfigured()
 

@@ -113,6 +113,12 @@ class Settings(BaseSettings):
         default=10.0, ge=0, description="Least time between two early JWKS fetches caused by an unknown key id."
     )
     http_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of calls to partners and gateways.")
+    http_connect_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Tries to reach the SMS gateway or the identity provider while no connection opens "
+        "(the request never left, so repeating it cannot send a code twice).",
+    )
     otp_limit_per_phone: int = Field(default=5, ge=1, description="Codes sent to one phone per rate window.")
     otp_limit_per_ip: int = Field(default=30, ge=1, description="Codes requested from one client IP per window.")
     otp_rate_window_s: int = Field(default=3600, ge=1, description="Window of the one-time code limits.")

@@ -15,6 +15,7 @@ import httpx
 import jwt
 
 from domain.errors import ServiceUnavailable, Unauthenticated
+from integrations.connect_retry import until_connected
 
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat")
 
@@ -44,6 +45,7 @@ class CityIdentityProvider:
         client: httpx.AsyncClient,
         cache_s: float = 600.0,
         min_refetch_s: float = 10.0,
+        connect_attempts: int = 3,
     ) -> None:
         self.jwks_url = jwks_url
         self.issuer = issuer
@@ -52,13 +54,14 @@ class CityIdentityProvider:
         self._client = client
         self._cache_s = cache_s
         self._min_refetch_s = min_refetch_s
+        self._connect_attempts = connect_attempts
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
         self._lock = asyncio.Lock()
 
     async def _fetch(self) -> None:
         try:
-            response = await self._client.get(self.jwks_url)
+            response = await until_connected(lambda: self._client.get(self.jwks_url), attempts=self._connect_attempts)
             response.raise_for_status()
             document = response.json()
         except (httpx.HTTPError, ValueError) as exc:

@@ -8,6 +8,7 @@ from typing import Protocol
 import httpx
 
 from domain.errors import ServiceUnavailable
+from integrations.connect_retry import until_connected
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +23,23 @@ class SmsSender(Protocol):
 
 
 class HttpSmsGateway:
-    """A gateway that accepts ``{phone, text}`` as JSON; any non-2xx answer or network error is a failure."""
+    """A gateway that accepts ``{phone, text}`` as JSON; any non-2xx answer or network error is a failure.
 
-    def __init__(self, url: str, client: httpx.AsyncClient) -> None:
+    A connection that could not be opened is tried again (``connect_attempts`` in all): the message never
+    left, so the resident cannot get it twice. A timeout after sending is not retried, for that reason.
+    """
+
+    def __init__(self, url: str, client: httpx.AsyncClient, *, connect_attempts: int = 3) -> None:
         self.url = url
         self._client = client
+        self._connect_attempts = connect_attempts
 
     async def send(self, phone: str, text: str) -> None:
         try:
-            response = await self._client.post(self.url, json={"phone": phone, "text": text})
+            response = await until_connected(
+                lambda: self._client.post(self.url, json={"phone": phone, "text": text}),
+                attempts=self._connect_attempts,
+            )
         except httpx.HTTPError as exc:
             raise SmsGatewayUnavailable(f"the SMS gateway could not be reached ({type(exc).__name__})") from exc
         if not response.is_success:
