@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -20,6 +22,8 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from api.auth.keys import TokenSigningKey, decode_seed
+from api.auth.tokens import AccessTokens
+from domain.identity import TokenInvalid
 from tests.helpers import (
     TEST_TOKEN_KEY,
     bearer,
@@ -253,3 +257,42 @@ async def test_key_rotation_keeps_old_tokens_valid(
         # Later tests sign with the original key again: make it the current one.
         async with AsyncTestClient(app=create_app(identity_settings(sms_gateway, city_idp), database_url)):
             pass
+
+
+async def test_a_flood_of_unknown_kids_costs_one_reload_per_interval_and_locks_no_new_key_out() -> None:
+    """Unknown kids share reloads; a real key published by another instance is accepted right after them."""
+    published: dict[str, Ed25519PublicKey] = {KEY.kid: KEY.public_key}
+    reloads = 0
+
+    async def reload_keys() -> dict[str, Ed25519PublicKey]:
+        nonlocal reloads
+        reloads += 1
+        return dict(published)
+
+    tokens = AccessTokens(
+        KEY,
+        issuer="carbon-rewards",
+        audience="carbon-rewards-api",
+        ttl=timedelta(minutes=5),
+        keys=dict(published),
+        reload_keys=reload_keys,
+        reload_interval_s=0.5,
+    )
+    now = datetime.now(UTC)
+    forger = Ed25519PrivateKey.generate()
+    forged = [signed(claims(str(uuid.uuid4())), key=forger, kid=f"made-up-{i}") for i in range(50)]
+    results = await asyncio.gather(*(tokens.verify(token, now) for token in forged), return_exceptions=True)
+    assert all(isinstance(result, TokenInvalid) for result in results), results
+    assert 1 <= reloads <= 2
+
+    # Another instance starts with a new key, publishes it, and its resident calls this instance at
+    # once, inside the interval that the flood's last reload opened: the token waits for the next one.
+    rotated = TokenSigningKey(Ed25519PrivateKey.generate().private_bytes_raw())
+    published[rotated.kid] = rotated.public_key
+    before = reloads
+    subject = str(uuid.uuid4())
+    principal = await tokens.verify(signed(claims(subject), key=rotated.private_key, kid=rotated.kid), now)
+    assert str(principal.subject_id) == subject and reloads == before + 1
+    # Known now: no further reload.
+    await tokens.verify(signed(claims(subject), key=rotated.private_key, kid=rotated.kid), now)
+    assert reloads == before + 1

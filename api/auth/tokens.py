@@ -8,6 +8,8 @@ audiences, expired or not-yet-valid tokens, tampered payloads, and unknown roles
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -38,8 +40,12 @@ class IssuedToken:
 class AccessTokens:
     """Issues tokens with this process's key; verifies with every published key (``keys`` by kid).
 
-    ``reload_keys`` is called (at most every ``reload_interval_s``) when a token names a kid this
-    process does not know yet: another instance may have rotated to a new key.
+    ``reload_keys`` is called when a token names a kid this process does not know yet: another
+    instance may have rotated to a new key. Reloads start at most every ``reload_interval_s`` and
+    are shared: a token that arrives while one is due waits for the next one instead of being
+    refused, so a flood of made-up kids costs one query per interval and cannot lock a real new
+    key out. A reload that started after the token arrived has seen every key published before
+    it, so its answer is final for that token.
     """
 
     def __init__(
@@ -51,7 +57,7 @@ class AccessTokens:
         ttl: timedelta,
         keys: Mapping[str, Ed25519PublicKey],
         reload_keys: Callable[[], Awaitable[Mapping[str, Ed25519PublicKey]]] | None = None,
-        reload_interval_s: float = 5.0,
+        reload_interval_s: float = 1.0,
     ) -> None:
         self.signing_key = signing_key
         self.issuer = issuer
@@ -61,7 +67,8 @@ class AccessTokens:
         self._keys.setdefault(signing_key.kid, signing_key.public_key)
         self._reload_keys = reload_keys
         self._reload_interval_s = reload_interval_s
-        self._reloaded_at: datetime | None = None
+        self._reload_lock = asyncio.Lock()
+        self._reload_started: float | None = None
 
     def issue(self, subject_id: uuid.UUID, role: Role, now: datetime) -> IssuedToken:
         scope = " ".join(SCOPES_BY_ROLE[role])
@@ -97,7 +104,7 @@ class AccessTokens:
         kid = header.get("kid")
         if not isinstance(kid, str):
             raise TokenInvalid("the token names no key id", headers=_BEARER_ERROR)
-        key = self._keys.get(kid) or await self._reload_for(kid, now)
+        key = self._keys.get(kid) or await self._reload_for(kid)
         if key is None:
             raise TokenInvalid("the token's key id is unknown", headers=_BEARER_ERROR)
         try:
@@ -125,11 +132,15 @@ class AccessTokens:
             subject_id=subject_id, role=role, token_id=str(claims["jti"]), scopes=tuple(str(claims["scope"]).split())
         )
 
-    async def _reload_for(self, kid: str, now: datetime) -> Ed25519PublicKey | None:
+    async def _reload_for(self, kid: str) -> Ed25519PublicKey | None:
         if self._reload_keys is None:
             return None
-        if self._reloaded_at is not None and (now - self._reloaded_at).total_seconds() < self._reload_interval_s:
-            return None
-        self._reloaded_at = now
-        self._keys.update(await self._reload_keys())
-        return self._keys.get(kid)
+        arrived = time.monotonic()
+        async with self._reload_lock:
+            if kid in self._keys or (self._reload_started is not None and self._reload_started >= arrived):
+                return self._keys.get(kid)
+            if self._reload_started is not None:
+                await asyncio.sleep(max(0.0, self._reload_started + self._reload_interval_s - time.monotonic()))
+            self._reload_started = time.monotonic()
+            self._keys.update(await self._reload_keys())
+            return self._keys.get(kid)
