@@ -53,16 +53,33 @@ _ACCOUNT_COLUMNS = (
 )
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 
-_SELECT_ACCOUNTS = f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE id = ANY($1::uuid[])"
-_SELECT_TRANSFERS = f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE id = ANY($1::uuid[])"
-_SELECT_RESOLUTIONS = f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE pending_id = ANY($1::uuid[])"
+# Keyed reads probe the index once per key (a LATERAL subquery that OFFSET 0 keeps from being
+# flattened), rather than ``col = ANY($1)``: a plan cached while a table was small (a new ledger, before
+# autovacuum's first ANALYZE) would otherwise keep scanning the whole table as it grows, and the write
+# path's cost would grow with the ledger instead of with the batch.
+_SELECT_ACCOUNTS = f"""
+    SELECT a.* FROM unnest($1::uuid[]) AS k(id)
+    CROSS JOIN LATERAL (SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE id = k.id OFFSET 0) AS a
+"""
+_SELECT_TRANSFERS = f"""
+    SELECT t.* FROM unnest($1::uuid[]) AS k(id)
+    CROSS JOIN LATERAL (SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE id = k.id OFFSET 0) AS t
+"""
+_SELECT_RESOLUTIONS = f"""
+    SELECT t.* FROM unnest($1::uuid[]) AS k(id)
+    CROSS JOIN LATERAL (SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE pending_id = k.id OFFSET 0) AS t
+"""
 _LOCK_IDS = (
     "SELECT clock_timestamp() FROM (SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k) AS l"
 )
+# Locked one key at a time in account order (the outer scan is sorted), so that two writers never
+# wait on each other's rows in opposite orders.
 _LOCK_LIMITED_BALANCES = """
-    SELECT account_id, debits_pending, debits_posted, credits_pending, credits_posted
-    FROM ledger_balances WHERE account_id = ANY($1::uuid[]) AND slot = 0
-    ORDER BY account_id FOR UPDATE
+    SELECT b.* FROM (SELECT DISTINCT unnest($1::uuid[]) AS id ORDER BY 1) AS k
+    CROSS JOIN LATERAL (
+        SELECT account_id, debits_pending, debits_posted, credits_pending, credits_posted
+        FROM ledger_balances WHERE account_id = k.id AND slot = 0 FOR UPDATE
+    ) AS b
 """
 _INSERT_TRANSFERS = """
     INSERT INTO ledger_transfers
@@ -76,14 +93,9 @@ _INSERT_TRANSFERS = """
         AS v(id, debit, credit, amount, ledger, code, reference, metadata,
              pending, post_pending, void_pending, linked, pending_id, timeout_s, ts, expires_at)
 """
-_ADD_TO_LIMITED_BALANCES = """
-    UPDATE ledger_balances AS b SET
-        debits_pending = b.debits_pending + v.dp, debits_posted = b.debits_posted + v.dpo,
-        credits_pending = b.credits_pending + v.cp, credits_posted = b.credits_posted + v.cpo
-    FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(id, dp, dpo, cp, cpo)
-    WHERE b.account_id = v.id AND b.slot = 0
-"""
-_ADD_TO_STRIPED_BALANCES = """
+# An upsert whose arbiter is the primary key: one index probe per account, whatever the table's size.
+# Balance-limited accounts have their single row (slot 0) from creation, so for them it always updates.
+_ADD_TO_BALANCES = """
     INSERT INTO ledger_balances AS b
         (account_id, slot, debits_pending, debits_posted, credits_pending, credits_posted)
     SELECT id, $6, dp, dpo, cp, cpo
@@ -104,8 +116,7 @@ HOT_STATEMENTS = (
     _LOCK_IDS,
     _LOCK_LIMITED_BALANCES,
     _INSERT_TRANSFERS,
-    _ADD_TO_LIMITED_BALANCES,
-    _ADD_TO_STRIPED_BALANCES,
+    _ADD_TO_BALANCES,
 )
 
 
@@ -365,25 +376,13 @@ async def _write_deltas(
     limited = sorted(i for i in deltas if accounts[i].constrained)
     unlimited = sorted(i for i in deltas if not accounts[i].constrained)
     columns = lambda ids: [[deltas[i][k] for i in ids] for k in range(4)]  # noqa: E731
-    if limited:
-        await conn.execute(
-            _ADD_TO_LIMITED_BALANCES,
-            limited,
-            *columns(limited),
-        )
-    if unlimited:
-        await conn.execute(
-            _ADD_TO_STRIPED_BALANCES,
-            unlimited,
-            *columns(unlimited),
-            slot,
-        )
+    for ids, into_slot in ((limited, 0), (unlimited, slot)):
+        if ids:
+            await conn.execute(_ADD_TO_BALANCES, ids, *columns(ids), into_slot)
 
 
 async def lookup_transfers(conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict[UUID, Transfer]:
-    rows = await conn.fetch(
-        f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE id = ANY($1::uuid[])", list(set(ids))
-    )
+    rows = await conn.fetch(_SELECT_TRANSFERS, list(set(ids)))
     return {r["id"]: _transfer_from_row(r) for r in rows}
 
 
@@ -391,9 +390,13 @@ async def get_balances(conn: asyncpg.Connection, account_ids: Iterable[UUID]) ->
     """Current balances (sum of the striped slots) of existing accounts."""
     rows = await conn.fetch(
         """
-        SELECT account_id, sum(debits_pending)::bigint AS dp, sum(debits_posted)::bigint AS dpo,
-               sum(credits_pending)::bigint AS cp, sum(credits_posted)::bigint AS cpo
-        FROM ledger_balances WHERE account_id = ANY($1::uuid[]) GROUP BY account_id
+        SELECT k.id AS account_id, s.dp, s.dpo, s.cp, s.cpo FROM unnest($1::uuid[]) AS k(id)
+        CROSS JOIN LATERAL (
+            SELECT count(*) AS slots, sum(debits_pending)::bigint AS dp, sum(debits_posted)::bigint AS dpo,
+                   sum(credits_pending)::bigint AS cp, sum(credits_posted)::bigint AS cpo
+            FROM ledger_balances WHERE account_id = k.id OFFSET 0
+        ) AS s
+        WHERE s.slots > 0
         """,
         list(set(account_ids)),
     )
