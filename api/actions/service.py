@@ -81,6 +81,49 @@ VOLUME_SLOTS = 16
 #: How far back a partner's usual hourly volume is measured.
 VOLUME_HISTORY = timedelta(days=7)
 
+# Keyed reads probe an index once per key (LATERAL … OFFSET 0) rather than filtering with
+# ``col = ANY($1)``: a plan cached while the table was small (a new deployment, before autovacuum's
+# first ANALYZE) would otherwise keep scanning the whole table as it grows (see docs/ledger.md).
+EXISTING_ACTIONS = """
+    SELECT a.* FROM unnest($1::uuid[]) AS k(id)
+    CROSS JOIN LATERAL (SELECT id, status, reason FROM actions WHERE id = k.id OFFSET 0) AS a
+"""
+EARLIER_TRIPS = """
+    SELECT t.* FROM unnest($1::uuid[]) AS k(id)
+    CROSS JOIN LATERAL (
+        SELECT resident_id, category, started_at, occurred_at, quantity FROM actions
+        WHERE resident_id = k.id AND kind = 'transit' AND status IN ('credited', 'pending_review')
+          AND occurred_at > $2::timestamptz AND started_at < $3::timestamptz
+        OFFSET 0
+    ) AS t
+"""
+CAP_USAGE = """
+    SELECT u.* FROM unnest($1::uuid[]) AS k(id)
+    CROSS JOIN LATERAL (
+        SELECT resident_id, kind, local_day, sum(points)::bigint AS points FROM actions
+        WHERE resident_id = k.id AND status = 'credited' AND local_day >= $2::date
+        GROUP BY 1, 2, 3 OFFSET 0
+    ) AS u
+"""
+# Newest first, per account and side, each from its (account, timestamp) index; a transfer never has
+# both sides among one resident's accounts (they are on different ledgers), so nothing repeats.
+STATEMENT_ENTRIES = """
+    SELECT t.id, t.timestamp, t.ledger, t.code, t.amount, t.reference, t.pending, t.void_pending,
+           t.post_pending, t.credit_account_id = ANY($1::uuid[]) AS credit
+    FROM unnest($1::uuid[]) AS a(id)
+    CROSS JOIN LATERAL (
+        (SELECT * FROM ledger_transfers
+         WHERE debit_account_id = a.id AND (timestamp, id) < ($2::timestamptz, $3::uuid)
+         ORDER BY timestamp DESC, id DESC LIMIT $4::int)
+        UNION ALL
+        (SELECT * FROM ledger_transfers
+         WHERE credit_account_id = a.id AND (timestamp, id) < ($2::timestamptz, $3::uuid)
+         ORDER BY timestamp DESC, id DESC LIMIT $4::int)
+    ) AS t
+    ORDER BY t.timestamp DESC, t.id DESC
+    LIMIT $4::int
+"""
+
 
 class PartnerNotFound(NotFound):
     code = "partner_not_found"
@@ -395,7 +438,7 @@ async def _ingest(
     ids = [action_id(partner_id, r.external_id) for _, r in parsed]
     existing = {
         row["id"]: row
-        for row in await conn.fetch("SELECT id, status, reason FROM actions WHERE id = ANY($1::uuid[])", ids)
+        for row in await conn.fetch(EXISTING_ACTIONS, ids)
     }
     candidates = [(i, r) for i, r in parsed if r.account_ref in links]
     earlier = await _earlier_trips(
@@ -544,9 +587,7 @@ async def _earlier_trips(
     start = min(r.started_at for r in records if r.started_at is not None)
     end = max(r.occurred_at for r in records)
     rows = await conn.fetch(
-        "SELECT resident_id, category, started_at, occurred_at, quantity FROM actions "
-        "WHERE resident_id = ANY($1::uuid[]) AND kind = 'transit' AND status IN ('credited', 'pending_review') "
-        "AND occurred_at > $2 AND started_at < $3",
+        EARLIER_TRIPS,
         sorted(set(residents)),
         start,
         end,
@@ -564,9 +605,8 @@ async def _cap_usage(conn: asyncpg.Connection, residents: list[uuid.UUID], earli
     if not residents or earliest_day is None:
         return usage
     rows = await conn.fetch(
-        "SELECT resident_id, kind, local_day, sum(points)::bigint AS points FROM actions "
-        "WHERE resident_id = ANY($1::uuid[]) AND status = 'credited' AND local_day >= $2 GROUP BY 1, 2, 3",
-        residents,
+        CAP_USAGE,
+        sorted(set(residents)),
         month_start(earliest_day),
     )
     for r in rows:
@@ -921,15 +961,7 @@ async def statement(session: AsyncSession, resident_id: uuid.UUID, cursor: str |
     accounts = [resident_points_account(resident_id).id, resident_carbon_account(resident_id).id]
     after = decode_cursor(cursor) or (datetime.max.replace(tzinfo=UTC), uuid.UUID(int=2**128 - 1))
     rows = await (await raw_connection(session)).fetch(
-        """
-        SELECT id, timestamp, ledger, code, amount, reference, pending, void_pending, post_pending,
-               credit_account_id = ANY($1::uuid[]) AS credit
-        FROM ledger_transfers
-        WHERE (debit_account_id = ANY($1::uuid[]) OR credit_account_id = ANY($1::uuid[]))
-          AND (timestamp, id) < ($2, $3)
-        ORDER BY timestamp DESC, id DESC
-        LIMIT $4
-        """,
+        STATEMENT_ENTRIES,
         accounts,
         after[0],
         after[1],

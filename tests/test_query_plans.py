@@ -1,0 +1,69 @@
+"""Keyed reads and writes probe indexes, whatever the tables' statistics say.
+
+A new deployment's tables are empty and have never been analysed; a plan made then is cached by every
+connection (asyncpg prepares statements) until autovacuum's first ANALYZE. A ``col = ANY($1)`` read
+planned then is a sequential scan, and it stays one while the table grows: the cost of a write (or of
+a resident's statement) would grow with the ledger. Each keyed statement of the ledger's write path
+and of action ingestion is planned here on such an empty database, as the service's role, in the
+generic form a cached plan takes, and must not scan its table.
+"""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+import pytest
+
+from api.actions import service as actions
+from ledger import store
+from tests.helpers import APP_ROLE
+
+KEYED = {
+    "accounts by id": store._SELECT_ACCOUNTS,  # noqa: SLF001 - the statements themselves are under test
+    "transfers by id": store._SELECT_TRANSFERS,  # noqa: SLF001
+    "resolutions by pending id": store._SELECT_RESOLUTIONS,  # noqa: SLF001
+    "limited balances locked": store._LOCK_LIMITED_BALANCES,  # noqa: SLF001
+    "balance increments": store._ADD_TO_BALANCES,  # noqa: SLF001
+    "actions by id": actions.EXISTING_ACTIONS,
+    "a resident's earlier trips": actions.EARLIER_TRIPS,
+    "a resident's points per day": actions.CAP_USAGE,
+    "a resident's statement": actions.STATEMENT_ENTRIES,
+}
+#: A value of each parameter type, for EXPLAIN EXECUTE.
+SAMPLE = {
+    "uuid": "'00000000-0000-0000-0000-000000000000'",
+    "timestamptz": "now()",
+    "date": "current_date",
+    "int": "10",
+    "smallint": "0",
+}
+
+
+def placeholders(sql: str) -> list[str]:
+    """The types of ``$n::type`` parameters, in order, for PREPARE."""
+    found = dict(re.findall(r"\$(\d+)::([a-z\[\]]+)", sql))
+    count = max(int(n) for n in re.findall(r"\$(\d+)", sql))
+    return [found.get(str(n), "smallint") for n in range(1, count + 1)]
+
+
+def sample_value(sql_type: str) -> str:
+    return "'{}'" if sql_type.endswith("[]") else SAMPLE[sql_type]
+
+
+@pytest.mark.parametrize("name", sorted(KEYED))
+async def test_a_keyed_statement_never_scans_its_table(fresh_database_url: str, name: str) -> None:
+    sql = KEYED[name]
+    types = placeholders(sql)
+    conn = await asyncpg.connect(fresh_database_url, server_settings={"role": APP_ROLE})
+    try:
+        never_analysed = "SELECT bool_and(reltuples < 0) FROM pg_class WHERE relname IN ('ledger_transfers', 'actions')"
+        assert await conn.fetchval(never_analysed)
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await conn.execute(f"PREPARE keyed({', '.join(types)}) AS {sql}")
+        arguments = ", ".join(sample_value(t) for t in types)
+        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE keyed({arguments})"))
+    finally:
+        await conn.close()
+    assert "Seq Scan" not in plan, plan
+    assert re.search(r"Index (Only )?Scan (Backward )?using \w+ on |Conflict Arbiter Indexes", plan), plan
