@@ -81,6 +81,18 @@ async def test_a_message_that_was_sent_and_not_answered_is_not_sent_again(silent
     assert attempts.count == 1
 
 
+def provider_at(port: int, client: httpx.AsyncClient, connect_attempts: int) -> CityIdentityProvider:
+    """Our client of an identity provider whose JWKS and issuer are on 127.0.0.1:``port``."""
+    return CityIdentityProvider(
+        jwks_url=f"http://127.0.0.1:{port}/.well-known/jwks.json",
+        issuer=f"http://127.0.0.1:{port}",
+        audience="carbon-rewards",
+        algorithms=("RS256", "ES256", "EdDSA"),
+        client=client,
+        connect_attempts=connect_attempts,
+    )
+
+
 async def test_the_identity_providers_keys_are_fetched_once_it_can_be_reached() -> None:
     port = free_port()
     started: list[CityIdpSimulator] = []
@@ -88,14 +100,7 @@ async def test_the_identity_providers_keys_are_fetched_once_it_can_be_reached() 
     stranger = CityIdpSimulator()
     try:
         async with httpx.AsyncClient(timeout=10, event_hooks={"request": [attempts]}) as client:
-            idp = CityIdentityProvider(
-                jwks_url=f"http://127.0.0.1:{port}/.well-known/jwks.json",
-                issuer=f"http://127.0.0.1:{port}",
-                audience="carbon-rewards",
-                algorithms=("RS256", "ES256", "EdDSA"),
-                client=client,
-                connect_attempts=3,
-            )
+            idp = provider_at(port, client, connect_attempts=3)
             # The first token names a key the provider never had: the keys were fetched (on the third
             # try), so the answer is "not valid" rather than "provider unavailable".
             with pytest.raises(IdTokenInvalid, match="not in the provider's JWKS"):
@@ -114,15 +119,7 @@ async def test_an_unreachable_identity_provider_is_a_clear_failure_after_its_att
     stranger = CityIdpSimulator()
     try:
         async with httpx.AsyncClient(timeout=10, event_hooks={"request": [attempts]}) as client:
-            port = free_port()
-            idp = CityIdentityProvider(
-                jwks_url=f"http://127.0.0.1:{port}/.well-known/jwks.json",
-                issuer=f"http://127.0.0.1:{port}",
-                audience="carbon-rewards",
-                algorithms=("RS256", "ES256", "EdDSA"),
-                client=client,
-                connect_attempts=2,
-            )
+            idp = provider_at(free_port(), client, connect_attempts=2)
             with pytest.raises(IdentityProviderUnavailable, match="ConnectError"):
                 await idp.verify(stranger.id_token("resident-1", "carbon-rewards"))
         assert attempts.count == 2
