@@ -1,14 +1,17 @@
 """Ledger write throughput against a baseline measured on the same server in the same run.
 
     python bench/ledger_throughput.py [--seconds 12] [--rounds 4] [--concurrency 32] [--batch 1000]
-                                      [--batch-streams 2] [--writers 2]
+                                      [--batch-streams 2] [--batch-processes 2] [--writers 2]
 
 Prints transfers per second for
   baseline  single-row INSERT + COMMIT from --concurrency asyncpg connections (autocommit),
   (a)       single-transfer ``Ledger.create_transfers`` calls from --concurrency tasks (group commit),
-  (b)       ``Ledger.create_transfers`` with lists of --batch transfers from --batch-streams tasks,
+  (b)       ``Ledger.create_transfers`` with lists of --batch transfers from --batch-streams tasks in
+            each of --batch-processes processes (each its own ``Ledger``, as each service process is),
 and the ratios of (a) and (b) to the baseline. Every credited transfer touches the one issuance
-account (the hot account) and one of 1,000 balance-limited resident accounts.
+account (the hot account) and one of 1,000 balance-limited resident accounts. A Python process
+turns out to be the limit of (b) long before PostgreSQL is, so (b) runs in as many processes as
+the machine has cores by default; with ``--batch-processes 1`` it shows one process alone.
 
 Then the Merkle log: the sealing rate over the backlog that (a) and (b) left (transfers sealed per
 second, with its ratio to (b)), and the lag from a transfer's timestamp to the first signed
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import multiprocessing
 import os
 import random
 import sys
@@ -34,6 +39,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import asyncpg
@@ -74,9 +80,17 @@ class Measured:
 
 
 async def run_for(
-    seconds: float, workers: int, work: Callable[[], Awaitable[int]], probe: FreezeProbe
+    seconds: float,
+    workers: int,
+    work: Callable[[], Awaitable[int]],
+    probe: FreezeProbe,
+    elsewhere: Callable[[float], Awaitable[int]] | None = None,
 ) -> Measured:
-    """Run ``work`` in ``workers`` loops for ``seconds``; returns the units completed and the time taken."""
+    """Run ``work`` in ``workers`` loops for ``seconds``; returns the units completed and the time taken.
+
+    ``elsewhere`` (other processes doing the same for the same seconds) adds its units, and the span
+    ends when it has finished too.
+    """
     done = 0
     deadline = time.monotonic() + seconds
 
@@ -87,7 +101,10 @@ async def run_for(
             done += units
 
     start = time.monotonic()
+    others = asyncio.ensure_future(elsewhere(seconds)) if elsewhere is not None else None
     await asyncio.gather(*(loop() for _ in range(workers)))
+    if others is not None:
+        done += await others
     end = time.monotonic()
     await asyncio.sleep(2 * THRESHOLD_S)  # let the probe report a stall that straddles the end
     return Measured(done, end - start, probe.frozen_between(start, end))
@@ -134,13 +151,85 @@ def credit(issuance: uuid.UUID, residents: list[uuid.UUID]) -> NewTransfer:
     )
 
 
+class BatchHelpers:
+    """The other processes of (b): each runs --batch-streams batch loops on its own ``Ledger`` when told.
+
+    Started before the first round (their start-up is not measured); each round sends every helper
+    the seconds to run, and their counts join the parent's. Stopped, or killed, on the way out.
+    """
+
+    def __init__(self, count: int, url: str, args: argparse.Namespace, issuance: uuid.UUID, residents: list[uuid.UUID]):
+        context = multiprocessing.get_context("spawn")
+        self.pipes: list[Connection] = []
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        for _ in range(count):
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=_helper_main,
+                args=(theirs, url, args.writers, args.batch, args.batch_streams, issuance, residents),
+                daemon=True,
+            )
+            process.start()
+            self.pipes.append(ours)
+            self.processes.append(process)
+        for pipe in self.pipes:  # each answers once its ledger is open
+            if pipe.recv() != "ready":
+                raise RuntimeError("a batch helper process failed to start")
+
+    async def run_round(self, seconds: float) -> int:
+        """Batches written by all helpers in ``seconds``."""
+        for pipe in self.pipes:
+            pipe.send(seconds)
+        return sum([await asyncio.to_thread(pipe.recv) for pipe in self.pipes])
+
+    def close(self) -> None:
+        for pipe, process in zip(self.pipes, self.processes, strict=True):
+            with contextlib.suppress(OSError):
+                pipe.send(None)
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def _helper_main(
+    pipe: Connection, url: str, writers: int, size: int, streams: int, issuance: uuid.UUID, residents: list[uuid.UUID]
+) -> None:
+    asyncio.run(_helper(pipe, url, writers, size, streams, issuance, residents))
+
+
+async def _helper(
+    pipe: Connection, url: str, writers: int, size: int, streams: int, issuance: uuid.UUID, residents: list[uuid.UUID]
+) -> None:
+    ledger = await Ledger.open(url, role=ROLE, pool_size=writers + 2, max_batch=4000, writers=writers)
+
+    async def batches_until(deadline: float) -> int:
+        done = 0
+        while time.monotonic() < deadline:
+            outcomes = await ledger.create_transfers([credit(issuance, residents) for _ in range(size)])
+            assert all(o.applied for o in outcomes)
+            done += len(outcomes)
+        return done
+
+    try:
+        pipe.send("ready")
+        while (seconds := await asyncio.to_thread(pipe.recv)) is not None:
+            deadline = time.monotonic() + seconds
+            pipe.send(sum(await asyncio.gather(*(batches_until(deadline) for _ in range(streams)))))
+    finally:
+        await ledger.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=12.0, help="time per kind of measurement, in total")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds the time is split into")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--batch-streams", type=int, default=2)
+    parser.add_argument("--batch-streams", type=int, default=2, help="batch loops in each process of (b)")
+    parser.add_argument(
+        "--batch-processes", type=int, default=os.cpu_count() or 1, help="processes of (b), each with its own Ledger"
+    )
     parser.add_argument("--writers", type=int, default=2, help="group-commit writer tasks of the ledger")
     args = parser.parse_args()
 
@@ -169,10 +258,11 @@ async def measure(url: str, args: argparse.Namespace) -> None:
     slice_s = args.seconds / args.rounds
     print(f"server: {'embedded PostgreSQL' if 'DATABASE_URL' not in os.environ else 'DATABASE_URL'}; "
           f"{os.cpu_count()} CPUs; {args.rounds} rounds of baseline, (a), (b) for {slice_s:g} s each, interleaved "
-          f"so that the machine's drift affects all three alike; {args.writers} ledger writers")
+          f"so that the machine's drift affects all three alike; {args.writers} ledger writers per process")
     base_line = await Baseline.open(url, args.concurrency)
     probe = await FreezeProbe.start()
     ledger = await Ledger.open(url, role=ROLE, pool_size=args.writers + 6, max_batch=4000, writers=args.writers)
+    helpers: BatchHelpers | None = None
     try:
         issuance = uuid.uuid4()
         residents = [uuid.uuid4() for _ in range(1000)]
@@ -183,6 +273,7 @@ async def measure(url: str, args: argparse.Namespace) -> None:
                 for r in residents
             ]
         )
+        helpers = await asyncio.to_thread(BatchHelpers, args.batch_processes - 1, url, args, issuance, residents)
 
         async def single() -> int:
             [outcome] = await ledger.create_transfers([credit(issuance, residents)])
@@ -198,7 +289,7 @@ async def measure(url: str, args: argparse.Namespace) -> None:
         for index in range(args.rounds):
             base_round = await run_for(slice_s, args.concurrency, base_line.insert, probe)
             a_round = await run_for(slice_s, args.concurrency, single, probe)
-            b_round = await run_for(slice_s, args.batch_streams, batch, probe)
+            b_round = await run_for(slice_s, args.batch_streams, batch, probe, helpers.run_round)
             for key, value in (("base", base_round), ("a", a_round), ("b", b_round)):
                 measured[key] += value
             print(f"  round {index + 1}: baseline {base_round.rate:8,.0f}/s   (a) {a_round.rate:8,.0f}/s "
@@ -213,7 +304,8 @@ async def measure(url: str, args: argparse.Namespace) -> None:
         print(f"(a) single-transfer calls, {args.concurrency} tasks:      {a.rate:12,.0f} transfers/s "
               f"{a.running_rate:9,.0f}   = {a.rate / base.rate:5.2f}x / {a.running_rate / base.running_rate:5.2f}x "
               f"baseline")
-        print(f"(b) batches of {args.batch}, {args.batch_streams} streams:          {b.rate:12,.0f} transfers/s "
+        print(f"(b) batches of {args.batch}, {args.batch_streams} streams x {args.batch_processes} processes: "
+              f"{b.rate:9,.0f} transfers/s "
               f"{b.running_rate:9,.0f}   = {b.rate / base.rate:5.2f}x / {b.running_rate / base.running_rate:5.2f}x "
               f"baseline")
         print(f"machine frozen (no process ran for > {THRESHOLD_S * 1000:.0f} ms) during {frozen_share:.0%} "
@@ -228,6 +320,8 @@ async def measure(url: str, args: argparse.Namespace) -> None:
               f"{time.perf_counter() - start:.2f} s: {'no drift' if report.ok else f'{len(report.drifted)} DRIFTED'}; "
               f"points debits == credits: {totals['debits_posted'] == totals['credits_posted']}")
     finally:
+        if helpers is not None:
+            await asyncio.to_thread(helpers.close)
         await ledger.close()
         await base_line.close()
         await probe.stop()
