@@ -37,6 +37,10 @@ from ledger.types import (
 DEBITS_PENDING, DEBITS_POSTED, CREDITS_PENDING, CREDITS_POSTED = range(4)
 
 
+#: Every ledger unit (members hash and compare like their string values).
+_LEDGER_UNITS = frozenset(LedgerUnit)
+
+
 def canonical_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Metadata as it will read back from the database (JSON round trip), or None when empty."""
     if not metadata:
@@ -77,7 +81,7 @@ def static_check(t: NewTransfer) -> R | None:
             return R.AMOUNT_MUST_NOT_BE_ZERO
         if t.amount > MAX_AMOUNT:
             return R.AMOUNT_EXCEEDS_MAXIMUM
-    if t.ledger is not None and t.ledger not in LedgerUnit.__members__.values():
+    if t.ledger is not None and not (isinstance(t.ledger, str) and t.ledger in _LEDGER_UNITS):
         return R.LEDGER_UNKNOWN
     if not t.code:
         return R.CODE_MUST_NOT_BE_EMPTY
@@ -169,6 +173,7 @@ class BatchProcessor:
         self.created: dict[UUID, Transfer] = {}
         self.deltas: dict[UUID, list[int]] = {}
         self._undo: list[Callable[[], None]] = []
+        self._keep_undo = False
 
     def run(self, segments: Sequence[Sequence[NewTransfer]]) -> list[list[TransferOutcome]]:
         """Decide every segment in order against shared state; linked chains never cross segments.
@@ -192,6 +197,8 @@ class BatchProcessor:
                     results[i] = TransferOutcome(transfers[i].id, R.LINKED_EVENT_FAILED)
                 results[end] = TransferOutcome(transfers[end].id, R.LINKED_EVENT_CHAIN_OPEN)
                 continue
+            # Only a chain of several transfers can need undoing: a lone transfer that fails records nothing.
+            self._keep_undo = start != end
             mark = len(self._undo)
             for i in range(start, end + 1):
                 outcome = self._apply(transfers[i])
@@ -297,7 +304,7 @@ class BatchProcessor:
             debit_account_id=debit,
             credit_account_id=credit,
             amount=amount,
-            ledger=LedgerUnit(ledger),
+            ledger=ledger if type(ledger) is LedgerUnit else LedgerUnit(ledger),
             code=t.code,
             reference=t.reference,
             metadata=canonical_metadata(t.metadata),
@@ -315,10 +322,12 @@ class BatchProcessor:
     def _record(self, tr: Transfer) -> None:
         """Apply a decided transfer to the in-memory state, remembering how to undo it."""
         self.created[tr.id] = tr
-        self._undo.append(lambda: self.created.pop(tr.id))
+        if self._keep_undo:
+            self._undo.append(lambda: self.created.pop(tr.id))
         if tr.pending_id is not None:
             self.resolutions[tr.pending_id] = tr
-            self._undo.append(lambda: self.resolutions.pop(tr.pending_id))  # type: ignore[arg-type]
+            if self._keep_undo:
+                self._undo.append(lambda: self.resolutions.pop(tr.pending_id))  # type: ignore[arg-type]
         for account_id, index, delta in balance_effects(tr, self._pending_amount(tr)):
             self._add(account_id, index, delta)
 
@@ -329,17 +338,21 @@ class BatchProcessor:
         return p.amount
 
     def _add(self, account_id: UUID, index: int, delta: int) -> None:
-        vector = self.deltas.setdefault(account_id, [0, 0, 0, 0])
+        vector = self.deltas.get(account_id)
+        if vector is None:
+            vector = self.deltas[account_id] = [0, 0, 0, 0]
         vector[index] += delta
         balance = self.balances.get(account_id)
+        if balance is not None:
+            _bump(balance, index, delta)
+        if not self._keep_undo:
+            return
 
         def undo() -> None:
             vector[index] -= delta
             if balance is not None:
                 _bump(balance, index, -delta)
 
-        if balance is not None:
-            _bump(balance, index, delta)
         self._undo.append(undo)
 
 
