@@ -81,18 +81,6 @@ _LOCK_LIMITED_BALANCES = """
         FROM ledger_balances WHERE account_id = k.id AND slot = 0 FOR UPDATE
     ) AS b
 """
-_INSERT_TRANSFERS = """
-    INSERT INTO ledger_transfers
-        (id, debit_account_id, credit_account_id, amount, ledger, code, reference, metadata,
-         pending, post_pending, void_pending, linked, pending_id, timeout_s, timestamp, expires_at)
-    SELECT id, debit, credit, amount, ledger, code, reference, metadata::jsonb,
-           pending, post_pending, void_pending, linked, pending_id, timeout_s, ts, expires_at
-    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], $6::text[], $7::text[],
-                $8::text[], $9::bool[], $10::bool[], $11::bool[], $12::bool[], $13::uuid[], $14::int[],
-                $15::timestamptz[], $16::timestamptz[])
-        AS v(id, debit, credit, amount, ledger, code, reference, metadata,
-             pending, post_pending, void_pending, linked, pending_id, timeout_s, ts, expires_at)
-"""
 # An upsert whose arbiter is the primary key: one index probe per account, whatever the table's size.
 # Balance-limited accounts have their single row (slot 0) from creation, so for them it always updates.
 _ADD_TO_BALANCES = """
@@ -115,7 +103,6 @@ HOT_STATEMENTS = (
     _SELECT_RESOLUTIONS,
     _LOCK_IDS,
     _LOCK_LIMITED_BALANCES,
-    _INSERT_TRANSFERS,
     _ADD_TO_BALANCES,
 )
 
@@ -348,25 +335,28 @@ async def _apply_segments(
     return results
 
 
+#: New transfers go in by binary COPY: about a third faster per batch than ``INSERT … SELECT FROM
+#: unnest(…)``, whose sixteen array parameters asyncpg checks element by element. The statement-level
+#: reference trigger and the foreign keys hold for COPY as for INSERT.
+_TRANSFER_TABLE_COLUMNS = (
+    "id", "debit_account_id", "credit_account_id", "amount", "ledger", "code", "reference", "metadata",
+    "pending", "post_pending", "void_pending", "linked", "pending_id", "timeout_s", "timestamp", "expires_at",
+)
+
+
 async def _insert_transfers(conn: asyncpg.Connection, rows: Sequence[Transfer]) -> None:
-    await conn.execute(
-        _INSERT_TRANSFERS,
-        [t.id for t in rows],
-        [t.debit_account_id for t in rows],
-        [t.credit_account_id for t in rows],
-        [t.amount for t in rows],
-        [t.ledger.value for t in rows],
-        [t.code for t in rows],
-        [t.reference for t in rows],
-        [json.dumps(t.metadata, sort_keys=True) if t.metadata is not None else None for t in rows],
-        [t.pending for t in rows],
-        [t.post_pending for t in rows],
-        [t.void_pending for t in rows],
-        [t.linked for t in rows],
-        [t.pending_id for t in rows],
-        [t.timeout_s for t in rows],
-        [t.timestamp for t in rows],
-        [t.expires_at for t in rows],
+    await conn.copy_records_to_table(
+        "ledger_transfers",
+        columns=_TRANSFER_TABLE_COLUMNS,
+        records=[
+            (
+                t.id, t.debit_account_id, t.credit_account_id, t.amount, t.ledger.value, t.code, t.reference,
+                json.dumps(t.metadata, sort_keys=True) if t.metadata is not None else None,
+                t.pending, t.post_pending, t.void_pending, t.linked, t.pending_id, t.timeout_s, t.timestamp,
+                t.expires_at,
+            )
+            for t in rows
+        ],
     )
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
+from ledger import store
 from ledger.service import Ledger
 from ledger.types import AccountCode, LedgerUnit
 from tests.helpers import make_account, make_issuance, transfer
@@ -93,6 +95,47 @@ async def test_database_refuses_transfers_across_ledgers_or_to_missing_accounts(
     for debit, credit, unit in cases:
         with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError):
             await owner_conn.execute(insert, debit, credit, unit)
+
+
+async def test_the_ledgers_copy_path_is_refused_alike(ledger: Ledger, app_conn: asyncpg.Connection) -> None:
+    """New transfers go in by COPY: as the service role, the foreign keys and the reference trigger still refuse
+    accounts off the transfer's ledger, a missing account, and a post of a pending transfer between other accounts."""
+    points = await make_issuance(ledger)
+    carbon = await make_account(ledger, AccountCode.RESIDENT_CARBON, unit=LedgerUnit.CO2E_G, limited=False)
+    resident, other = await make_account(ledger), await make_account(ledger)
+    hold = transfer(points, resident, 5, pending=True)
+    [held] = await ledger.create_transfers([hold])
+    assert held.applied
+
+    def row(debit: uuid.UUID, credit: uuid.UUID, unit: str, pending_id: uuid.UUID | None = None) -> tuple[object, ...]:
+        post = pending_id is not None
+        return (uuid.uuid4(), debit, credit, 1, unit, "adjustment", None, None,
+                False, post, False, False, pending_id, 0, datetime.now(UTC), None)  # fmt: skip
+
+    cases = [
+        row(points, carbon, "points"),
+        row(points, carbon, "co2e_g"),
+        row(points, uuid.uuid4(), "points"),
+        row(points, other, "points", pending_id=hold.id),
+    ]
+    for bad in cases:
+        with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError):
+            async with app_conn.transaction():
+                await app_conn.copy_records_to_table(
+                    "ledger_transfers", columns=store._TRANSFER_TABLE_COLUMNS, records=[bad]  # noqa: SLF001
+                )
+    # The same path takes a post that matches its pending transfer (rolled back: written without its
+    # balance change, it would leave a drift in the shared database).
+    matching = app_conn.transaction()
+    await matching.start()
+    try:
+        await app_conn.copy_records_to_table(
+            "ledger_transfers",
+            columns=store._TRANSFER_TABLE_COLUMNS,  # noqa: SLF001
+            records=[row(points, resident, "points", pending_id=hold.id)],
+        )
+    finally:
+        await matching.rollback()
 
 
 @pytest.mark.parametrize("table", ["ledger_log", "ledger_tree_nodes", "ledger_checkpoints", "ledger_signing_keys"])
