@@ -170,6 +170,7 @@ class BatchHelpers:
                 daemon=True,
             )
             process.start()
+            theirs.close()  # so that a helper's end of the pipe closes with it, and recv() here fails, not hangs
             self.pipes.append(ours)
             self.processes.append(process)
         for pipe in self.pipes:  # each answers once its ledger is open
