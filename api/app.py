@@ -80,6 +80,28 @@ def _secret_seed(value: SecretStr | None, path: Path) -> bytes:
     return decode_seed(value.get_secret_value()) if value is not None else load_or_create_seed(path)
 
 
+def prepare_keys(settings: Settings) -> None:
+    """Create the key files the settings do not provide, once, before worker processes start.
+
+    Each worker would otherwise race the others to create them, and they must all sign with the same keys.
+    """
+    checkpoint_signer(settings)
+    _secret_seed(settings.token_signing_key, settings.data_dir / "token-signing-key")
+    _secret_seed(settings.server_secret, settings.data_dir / "server-secret")
+
+
+def app_from_environment() -> Litestar:
+    """The app of one worker of ``carbon-rewards serve --workers N``.
+
+    The serving process has prepared the database and the keys and put everything a worker needs
+    (``DATABASE_URL`` included) in the environment the workers inherit.
+    """
+    settings = Settings()
+    if not settings.database_url:
+        raise RuntimeError("a worker needs DATABASE_URL; start workers with `carbon-rewards serve --workers N`")
+    return create_app(settings, settings.database_url)
+
+
 def _sms_sender(settings: Settings, http: httpx.AsyncClient) -> SmsSender:
     if settings.sms_gateway_url:
         return HttpSmsGateway(settings.sms_gateway_url, http, connect_attempts=settings.http_connect_attempts)

@@ -36,7 +36,7 @@ log = logging.getLogger("carbon_rewards")
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for name in ("host", "port", "data_dir", "demo"):
+    for name in ("host", "port", "data_dir", "demo", "workers"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -60,6 +60,54 @@ async def _serve(settings: Settings) -> None:
         server = uvicorn.Server(config)
         log.info("carbon-rewards listening on http://%s:%d (docs at /schema)", settings.host, settings.port)
         await server.serve()
+
+
+def _serve_workers(settings: Settings) -> None:
+    """Serve from ``settings.workers`` processes on one port.
+
+    This process prepares what the workers share (the embedded server, the migrations, the key
+    files), hands them the database URL and its own settings through the environment, and leaves
+    the workers to uvicorn's supervisor, which restarts a worker that dies and stops them all on
+    Ctrl-C; the embedded server is stopped after them.
+    """
+    import os
+
+    import uvicorn
+
+    from api.app import prepare_keys
+    from api.database import migrate_if_behind
+    from integrations.embedded_postgres import ensure_database
+
+    embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir / "pg")
+    try:
+        if embedded is None:
+            url = str(settings.database_url)
+        else:
+            admin_url = embedded.start()
+            asyncio.run(ensure_database(admin_url, EMBEDDED_DATABASE))
+            url = with_database(admin_url, EMBEDDED_DATABASE)
+        asyncio.run(migrate_if_behind(url, settings.db_app_role))
+        prepare_keys(settings)
+        os.environ.update(
+            DATABASE_URL=url, CARBON_DATA_DIR=str(settings.data_dir.resolve()), CARBON_DEMO=str(settings.demo).lower()
+        )
+        log.info(
+            "carbon-rewards listening on http://%s:%d with %d workers (docs at /schema)",
+            settings.host,
+            settings.port,
+            settings.workers,
+        )
+        uvicorn.run(
+            "api.app:app_from_environment",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level.lower(),
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
 
 
 async def _migrate(settings: Settings) -> None:
@@ -224,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--demo", action="store_true", default=None, help="demo mode: one-time codes go to the log if no SMS gateway"
     )
+    serve.add_argument("--workers", type=int, help="service processes sharing the port (default 1; one per core)")
     data_dir(serve)
     data_dir(commands.add_parser("migrate", help="upgrade the database schema to the latest revision"))
     data_dir(commands.add_parser("db-url", help="print the database URL in use (last line)"))
@@ -274,7 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "serve":
+        if args.command == "serve" and settings.workers > 1:
+            _serve_workers(settings)
+        elif args.command == "serve":
             asyncio.run(_serve(settings))
         elif args.command == "migrate":
             asyncio.run(_migrate(settings))

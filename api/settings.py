@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".data"), description="Where the embedded PostgreSQL keeps its data.")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Service processes (uvicorn workers) sharing the port; each runs its own ledger writers, sealer "
+        "and housekeeping, which are safe side by side. One Python process uses one core.",
+    )
     log_level: str = "INFO"
     trusted_proxies: list[str] = Field(
         default=[],

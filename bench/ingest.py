@@ -2,7 +2,8 @@
 
 Starts, in a temporary directory, ``carbon-rewards serve`` on its embedded PostgreSQL (or on
 ``DATABASE_URL``), the transit partner simulator (``carbon-rewards simulate transit``) and, as the
-baseline, Litestar's hello world served the same way (``bench/hello_app.py``). Then it signs in 32
+baseline, Litestar's hello world served the same way (``bench/hello_app.py``), both from ``--workers``
+processes (default 1: this client itself needs a core). Then it signs in 32
 residents, links their accounts at the simulator, and measures with 32 concurrent connections:
 
 * hello world: requests/s (the baseline);
@@ -15,7 +16,7 @@ claims ≥ 0.10× hello world with p99 < 50 ms. Every rate is also given per run
 wall time minus the time the machine stood still, see ``bench/freeze_probe.py``). Everything
 started is stopped at the end, also on failure or Ctrl-C.
 
-    python bench/ingest.py [--seconds 10]
+    python bench/ingest.py [--seconds 10] [--workers N]
 """
 
 from __future__ import annotations
@@ -68,7 +69,10 @@ def free_port() -> int:
 def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A child process, interrupted (then killed) on exit whatever happens."""
     with log.open("wb") as out:
-        child = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        # A session of its own, so that its worker processes can be killed with it if it does not stop.
+        child = subprocess.Popen(
+            args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
         try:
             yield child
         finally:
@@ -77,7 +81,7 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
                 try:
                     child.wait(timeout=90)
                 except subprocess.TimeoutExpired:
-                    child.kill()
+                    os.killpg(child.pid, signal.SIGKILL)
                     child.wait()
 
 
@@ -307,6 +311,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--claims-per-resident", type=int, default=100)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes of the service and of hello world alike (on 2 cores the client takes one, so 1 by default)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="carbon-bench-") as tmp, SmsGatewaySimulator() as sms:
@@ -333,8 +343,16 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
         )
         with (
-            process([*cli, "serve", "--port", str(service_port), *data], env, work / "service.log") as service_proc,
-            process([sys.executable, "bench/hello_app.py", "--port", str(hello_port)], env, work / "hello.log") as hp,
+            process(
+                [*cli, "serve", "--port", str(service_port), "--workers", str(args.workers), *data],
+                env,
+                work / "service.log",
+            ) as service_proc,
+            process(
+                [sys.executable, "bench/hello_app.py", "--port", str(hello_port), "--workers", str(args.workers)],
+                env,
+                work / "hello.log",
+            ) as hp,
         ):
             wait_http(f"{service}/health/ready", 180, service_proc, work / "service.log")
             wait_http(f"{hello}/hello", 60, hp, work / "hello.log")

@@ -1,9 +1,10 @@
-"""End to end: `carbon-rewards serve` on an embedded PostgreSQL, `db-url`, Ctrl-C, a restart in demo mode,
-an operator created from the command line, and a resident signing in with the code from the log."""
+"""End to end: `carbon-rewards serve` on an embedded PostgreSQL, `db-url`, Ctrl-C, a restart in demo mode with two
+worker processes, an operator created from the command line, and a resident signing in with the code from the log."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -97,7 +98,11 @@ class Service:
         return self.process.wait(timeout=60)
 
     def kill(self) -> None:
+        """Kill the service and every process it started (its workers too), whatever state it is in."""
         if self.process.poll() is None:
+            for child in psutil.Process(self.process.pid).children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
             self.process.kill()
             self.process.wait()
 
@@ -154,9 +159,17 @@ async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path, in_pro
     assert "migrated" in out
     assert not postgres_processes(data_dir), "migrate must stop the server it started"
 
-    restarted = Service(data_dir, "--demo")
+    # Restarted with two worker processes: everything below is served by either of them.
+    restarted = Service(data_dir, "--demo", "--workers", "2")
+    workers: list[psutil.Process] = []
     try:
         restarted.wait_ready()
+        workers = [
+            child
+            for child in psutil.Process(restarted.process.pid).children(recursive=True)
+            if "multiprocessing.spawn" in " ".join(child.cmdline())
+        ]
+        assert len(workers) == 2, [c.cmdline() for c in workers]
         conn = await asyncpg.connect(
             (await in_process("db-url", "--data-dir", str(data_dir)))[1].strip().splitlines()[-1]
         )
@@ -218,6 +231,7 @@ async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path, in_pro
 
         assert restarted.wait_ready(timeout=10), "the commands must leave the service's database running"
         assert restarted.interrupt() in (0, 130)
+        assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE], "Ctrl-C stops workers"
     finally:
         restarted.kill()
     assert not postgres_processes(data_dir)
