@@ -80,14 +80,24 @@ def _secret_seed(value: SecretStr | None, path: Path) -> bytes:
     return decode_seed(value.get_secret_value()) if value is not None else load_or_create_seed(path)
 
 
+def token_signing_seed(settings: Settings) -> bytes:
+    """The configured access-token key, or the one generated once into the data directory."""
+    return _secret_seed(settings.token_signing_key, settings.data_dir / "token-signing-key")
+
+
+def server_secret_seed(settings: Settings) -> bytes:
+    """The configured server secret, or the one generated once into the data directory."""
+    return _secret_seed(settings.server_secret, settings.data_dir / "server-secret")
+
+
 def prepare_keys(settings: Settings) -> None:
     """Create the key files the settings do not provide, once, before worker processes start.
 
     Each worker would otherwise race the others to create them, and they must all sign with the same keys.
     """
     checkpoint_signer(settings)
-    _secret_seed(settings.token_signing_key, settings.data_dir / "token-signing-key")
-    _secret_seed(settings.server_secret, settings.data_dir / "server-secret")
+    token_signing_seed(settings)
+    server_secret_seed(settings)
 
 
 def app_from_environment() -> Litestar:
@@ -127,7 +137,7 @@ async def open_identity(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], http: httpx.AsyncClient
 ) -> IdentityRuntime:
     """Keys, token service, SMS and identity provider clients; publishes this process's token key."""
-    signing_key = TokenSigningKey(_secret_seed(settings.token_signing_key, settings.data_dir / "token-signing-key"))
+    signing_key = TokenSigningKey(token_signing_seed(settings))
     access_ttl = timedelta(seconds=settings.access_token_ttl_s)
 
     async def reload_keys() -> dict[str, Ed25519PublicKey]:
@@ -142,7 +152,7 @@ async def open_identity(
     except ProgrammingError:
         log.warning("the identity tables do not exist (database not migrated); the token key is not published")
     return IdentityRuntime(
-        secret=ServerSecret(_secret_seed(settings.server_secret, settings.data_dir / "server-secret")),
+        secret=ServerSecret(server_secret_seed(settings)),
         tokens=AccessTokens(
             signing_key,
             issuer=settings.token_issuer,

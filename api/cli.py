@@ -75,18 +75,17 @@ def _serve_workers(settings: Settings) -> None:
     import uvicorn
 
     from api.app import prepare_keys
-    from api.database import migrate_if_behind
-    from integrations.embedded_postgres import ensure_database
+    from api.database import migrate_if_behind, start_embedded_database
 
     embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir / "pg")
+
+    async def prepare_database() -> str:
+        url = str(settings.database_url) if embedded is None else await start_embedded_database(embedded)
+        await migrate_if_behind(url, settings.db_app_role)
+        return url
+
     try:
-        if embedded is None:
-            url = str(settings.database_url)
-        else:
-            admin_url = embedded.start()
-            asyncio.run(ensure_database(admin_url, EMBEDDED_DATABASE))
-            url = with_database(admin_url, EMBEDDED_DATABASE)
-        asyncio.run(migrate_if_behind(url, settings.db_app_role))
+        url = asyncio.run(prepare_database())
         prepare_keys(settings)
         os.environ.update(
             DATABASE_URL=url, CARBON_DATA_DIR=str(settings.data_dir.resolve()), CARBON_DEMO=str(settings.demo).lower()

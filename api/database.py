@@ -80,6 +80,16 @@ async def current_revision(conn: asyncpg.Connection) -> str | None:
         return None
 
 
+async def start_embedded_database(embedded: EmbeddedPostgres) -> str:
+    """Start ``embedded`` and create the service's database on it if needed; returns that database's URL.
+
+    The caller stops the server, also when this fails.
+    """
+    admin_url = await asyncio.to_thread(embedded.start)
+    await ensure_database(admin_url, EMBEDDED_DATABASE)
+    return with_database(admin_url, EMBEDDED_DATABASE)
+
+
 @asynccontextmanager
 async def resolve_database(settings: Settings) -> AsyncIterator[str]:
     """Yield the URL of the database to use; with no ``DATABASE_URL``, run an embedded server meanwhile."""
@@ -87,9 +97,7 @@ async def resolve_database(settings: Settings) -> AsyncIterator[str]:
         yield settings.database_url
         return
     embedded = EmbeddedPostgres(settings.data_dir / "pg")
-    admin_url = await asyncio.to_thread(embedded.start)
     try:
-        await ensure_database(admin_url, EMBEDDED_DATABASE)
-        yield with_database(admin_url, EMBEDDED_DATABASE)
+        yield await start_embedded_database(embedded)
     finally:
         await asyncio.to_thread(embedded.stop)
