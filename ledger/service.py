@@ -3,7 +3,9 @@
 ``Ledger.create_transfers`` may be called by many tasks at once. Calls are queued and a few writer
 tasks each take whatever is queued (up to ``max_batch`` transfers) and apply it in one database
 transaction, so a burst of single-transfer calls costs a handful of commits rather than one each.
-Every submission keeps its own results and linked chains. Code that must write ledger entries in
+Every submission keeps its own results and linked chains. Each writer keeps one connection, and the
+writers share a cache of the accounts they have read (accounts never change), so a group costs a few
+round trips. Code that must write ledger entries in
 the same transaction as its own rows (crediting an action, say) calls ``ledger.store`` directly on
 its transaction's connection instead.
 """
@@ -75,6 +77,7 @@ class Ledger:
             PeriodicTask("ledger-expiry", self._expire_round, expiry_interval_s) if expiry_interval_s else None
         )
         self._writers: list[asyncio.Task[None]] = []
+        self._accounts = store.AccountCache()
         self._closed = False
         self._slot_base = random.randrange(BALANCE_SLOTS)
 
@@ -140,49 +143,59 @@ class Ledger:
 
     async def _writer(self, index: int) -> None:
         slot = (self._slot_base + index) % BALANCE_SLOTS
-        while True:
-            first = await self._queue.get()
-            if first is None:
-                return
-            group = [first]
-            size = len(first.transfers)
-            while size < self.max_batch and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    self._queue.put_nowait(None)
-                    break
-                if size + len(nxt.transfers) > self.max_batch:
-                    await self._commit(group, slot)
-                    group, size = [], 0
-                group.append(nxt)
-                size += len(nxt.transfers)
-            await self._commit(group, slot)
-
-    async def _commit(self, group: list[_Submission], slot: int) -> None:
+        connection = _WriterConnection(self.pool)
         try:
-            results = await self._apply_with_retry([s.transfers for s in group], slot)
+            while True:
+                first = await self._queue.get()
+                if first is None:
+                    return
+                group = [first]
+                size = len(first.transfers)
+                while size < self.max_batch and not self._queue.empty():
+                    nxt = self._queue.get_nowait()
+                    if nxt is None:
+                        self._queue.put_nowait(None)
+                        break
+                    if size + len(nxt.transfers) > self.max_batch:
+                        await self._commit(group, slot, connection)
+                        group, size = [], 0
+                    group.append(nxt)
+                    size += len(nxt.transfers)
+                await self._commit(group, slot, connection)
+        finally:
+            await connection.release()
+
+    async def _commit(self, group: list[_Submission], slot: int, connection: _WriterConnection) -> None:
+        try:
+            results = await self._apply_with_retry([s.transfers for s in group], slot, connection)
         except Exception as exc:  # noqa: BLE001 - isolate the submission that fails
             if len(group) == 1:
                 _settle(group[0], exc=exc)
                 return
             log.warning("group commit of %d submissions failed (%s); applying them one by one", len(group), exc)
             for submission in group:
-                await self._commit([submission], slot)
+                await self._commit([submission], slot, connection)
             return
         for submission, outcome in zip(group, results, strict=True):
             _settle(submission, result=outcome)
 
     async def _apply_with_retry(
-        self, segments: list[Sequence[NewTransfer]], slot: int
+        self, segments: list[Sequence[NewTransfer]], slot: int, connection: _WriterConnection
     ) -> list[list[TransferOutcome]]:
         for attempt in range(1, _MAX_ATTEMPTS + 1):
+            conn = await connection.get()
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    return await store.apply_segments(conn, segments, slot=slot)
+                async with conn.transaction():
+                    return await store.apply_segments(conn, segments, slot=slot, accounts=self._accounts)
             except LedgerConflict:
                 if attempt == _MAX_ATTEMPTS:
                     raise
                 await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+            except asyncpg.PostgresError:
+                raise  # the server refused a statement; the connection itself is fine
+            except BaseException:
+                await connection.release()  # it may be broken or mid-protocol; the next group gets another
+                raise
         raise AssertionError("unreachable")
 
     # ---------------------------------------------------------------------------------------- expiry
@@ -234,6 +247,38 @@ class Ledger:
     async def ledger_totals(self) -> dict[str, dict[str, int]]:
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             return await store.ledger_totals(conn)
+
+
+class _WriterConnection:
+    """The connection a writer keeps between groups, taken from the pool when first needed.
+
+    Acquiring per group would cost the pool's reset query (a round trip) every time; a writer's
+    transactions leave no session state behind, since its advisory locks are transaction-scoped.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._conn: asyncpg.Connection | None = None
+
+    async def get(self) -> asyncpg.Connection:
+        if self._conn is not None and not self._usable(self._conn):  # the server ended it (a restart, say)
+            await self.release()
+        if self._conn is None:
+            self._conn = await self.pool.acquire()
+        return self._conn
+
+    async def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self.pool.release(conn)  # a no-op if the pool already took it back
+
+    @staticmethod
+    def _usable(conn: asyncpg.Connection) -> bool:
+        """False once the connection closed (the pool takes a lost connection back by itself)."""
+        try:
+            return not conn.is_closed()
+        except asyncpg.InterfaceError:  # already back in the pool
+            return False
 
 
 def _settle(

@@ -82,13 +82,15 @@ _LOCK_LIMITED_BALANCES = """
     ) AS b
 """
 # An upsert whose arbiter is the primary key: one index probe per account, whatever the table's size.
-# Balance-limited accounts have their single row (slot 0) from creation, so for them it always updates.
+# Balance-limited accounts have their single row (slot 0) from creation, so for them it always updates;
+# unlimited accounts are incremented in the writer's stripe. Rows are taken in (account, slot) order.
 _ADD_TO_BALANCES = """
     INSERT INTO ledger_balances AS b
         (account_id, slot, debits_pending, debits_posted, credits_pending, credits_posted)
-    SELECT id, $6, dp, dpo, cp, cpo
-    FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(id, dp, dpo, cp, cpo)
-    ORDER BY id
+    SELECT id, slot, dp, dpo, cp, cpo
+    FROM unnest($1::uuid[], $2::smallint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+        AS v(id, slot, dp, dpo, cp, cpo)
+    ORDER BY id, slot
     ON CONFLICT (account_id, slot) DO UPDATE SET
         debits_pending = b.debits_pending + EXCLUDED.debits_pending,
         debits_posted = b.debits_posted + EXCLUDED.debits_posted,
@@ -263,6 +265,43 @@ async def lookup_accounts(conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict
     return {r["id"]: _account_from_row(r) for r in rows}
 
 
+class AccountCache:
+    """Accounts already read, kept by a long-lived writer so that most groups skip the accounts query.
+
+    Safe because an account never changes once committed (the table is append-only) and a writer's
+    transaction creates none: every account it reads was committed by someone. Code whose own
+    transaction may create accounts must not fill a shared cache, since a rollback would leave an
+    account here that does not exist. Holds at most ``capacity`` accounts, dropping the oldest.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._accounts: dict[UUID, Account] = {}
+
+    def __len__(self) -> int:
+        return len(self._accounts)
+
+    async def read(self, conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict[UUID, Account]:
+        """The existing accounts among ``ids``, from memory where possible and the database otherwise."""
+        known = self._accounts
+        found: dict[UUID, Account] = {}
+        missing = []
+        for i in ids:
+            account = known.get(i)
+            if account is None:
+                missing.append(i)
+            else:
+                found[i] = account
+        if missing:
+            fetched = await lookup_accounts(conn, missing)
+            found.update(fetched)
+            for account_id, account in fetched.items():
+                if len(known) >= self.capacity:
+                    del known[next(iter(known))]
+                known[account_id] = account
+        return found
+
+
 # --------------------------------------------------------------------------------------------- transfers
 
 
@@ -274,23 +313,30 @@ async def apply_transfers(
 
 
 async def apply_segments(
-    conn: asyncpg.Connection, segments: Sequence[Sequence[NewTransfer]], *, slot: int | None = None
+    conn: asyncpg.Connection,
+    segments: Sequence[Sequence[NewTransfer]],
+    *,
+    slot: int | None = None,
+    accounts: AccountCache | None = None,
 ) -> list[list[TransferOutcome]]:
     """Create several independent submissions in one transaction (group commit).
 
     Each segment keeps its own linked chains and results; a failure in one never affects another.
-    ``slot`` picks the striped balance row this writer increments for unlimited accounts.
+    ``slot`` picks the striped balance row this writer increments for unlimited accounts; ``accounts``
+    is a writer's cache of accounts read before (see ``AccountCache`` for when one may be used).
     Raises ``LedgerConflict`` on a deadlock or serialisation failure: the transaction must be retried.
     """
     _require_transaction(conn)
     try:
-        return await _apply_segments(conn, segments, random.randrange(BALANCE_SLOTS) if slot is None else slot)
+        return await _apply_segments(
+            conn, segments, random.randrange(BALANCE_SLOTS) if slot is None else slot, accounts
+        )
     except _RETRYABLE as exc:
         raise LedgerConflict(str(exc)) from exc
 
 
 async def _apply_segments(
-    conn: asyncpg.Connection, segments: Sequence[Sequence[NewTransfer]], slot: int
+    conn: asyncpg.Connection, segments: Sequence[Sequence[NewTransfer]], slot: int, cache: AccountCache | None
 ) -> list[list[TransferOutcome]]:
     transfer_ids = {t.id for segment in segments for t in segment}
     pending_ids = {t.pending_id for segment in segments for t in segment if t.pending_id is not None}
@@ -314,7 +360,7 @@ async def _apply_segments(
             if t.pending_id is not None and (p := known.get(t.pending_id)) is not None:
                 account_ids.update((p.debit_account_id, p.credit_account_id))
 
-    accounts = await lookup_accounts(conn, account_ids)
+    accounts = await (cache.read(conn, account_ids) if cache is not None else lookup_accounts(conn, account_ids))
     limited = sorted(a.id for a in accounts.values() if a.constrained)
     balances: dict[UUID, Balance] = {}
     if limited:
@@ -363,12 +409,13 @@ async def _insert_transfers(conn: asyncpg.Connection, rows: Sequence[Transfer]) 
 async def _write_deltas(
     conn: asyncpg.Connection, deltas: dict[UUID, list[int]], accounts: dict[UUID, Account], slot: int
 ) -> None:
-    limited = sorted(i for i in deltas if accounts[i].constrained)
-    unlimited = sorted(i for i in deltas if not accounts[i].constrained)
-    columns = lambda ids: [[deltas[i][k] for i in ids] for k in range(4)]  # noqa: E731
-    for ids, into_slot in ((limited, 0), (unlimited, slot)):
-        if ids:
-            await conn.execute(_ADD_TO_BALANCES, ids, *columns(ids), into_slot)
+    ids = sorted(deltas)
+    await conn.execute(
+        _ADD_TO_BALANCES,
+        ids,
+        [0 if accounts[i].constrained else slot for i in ids],
+        *([deltas[i][k] for i in ids] for k in range(4)),
+    )
 
 
 async def lookup_transfers(conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict[UUID, Transfer]:

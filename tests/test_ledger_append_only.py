@@ -113,10 +113,12 @@ async def test_the_ledgers_copy_path_is_refused_alike(ledger: Ledger, app_conn: 
                 False, post, False, False, pending_id, 0, datetime.now(UTC), None)  # fmt: skip
 
     cases = [
-        row(points, carbon, "points"),
-        row(points, carbon, "co2e_g"),
-        row(points, uuid.uuid4(), "points"),
-        row(points, other, "points", pending_id=hold.id),
+        row(points, carbon, "points"),  # the credit account is on another ledger
+        row(points, carbon, "co2e_g"),  # the debit account is on another ledger
+        row(uuid.uuid4(), resident, "points"),  # no such debit account
+        row(points, uuid.uuid4(), "points"),  # no such credit account
+        row(points, other, "points", pending_id=hold.id),  # not the pending transfer's accounts
+        row(points, resident, "points", pending_id=uuid.uuid4()),  # no such pending transfer
     ]
     for bad in cases:
         with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError):

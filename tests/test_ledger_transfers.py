@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from dataclasses import replace
 
+import asyncpg
 import pytest
 
 from ledger import store
@@ -21,7 +22,7 @@ from ledger.types import (
 from ledger.types import (
     CreateTransferResult as R,
 )
-from tests.helpers import make_account, make_issuance, transfer
+from tests.helpers import make_account, make_issuance, open_ledger, transfer
 
 
 async def funded(ledger: Ledger, amount: int) -> tuple[uuid.UUID, uuid.UUID]:
@@ -308,3 +309,47 @@ async def test_resubmitted_chain_reports_exists_for_each_transfer(ledger: Ledger
     assert [o.result for o in await ledger.create_transfers(chain)] == [R.OK, R.OK]
     assert [o.result for o in await ledger.create_transfers(chain)] == [R.EXISTS, R.EXISTS]
     assert (await balance(ledger, resident)).credits_posted == 6
+
+
+# ---------------------------------------------------------------------------------- the writers' state
+
+
+async def test_an_account_created_after_a_refusal_is_found_by_the_writers(ledger: Ledger) -> None:
+    """The writers cache the accounts they read, never the absence of one."""
+    issuance = await make_issuance(ledger)
+    later = NewAccount(id=uuid.uuid4(), ledger=LedgerUnit.POINTS, code=AccountCode.RESIDENT_POINTS)
+    [refused] = await ledger.create_transfers([transfer(issuance, later.id, 1)])
+    assert refused.result is R.CREDIT_ACCOUNT_NOT_FOUND
+    await ledger.create_accounts([later])
+    [applied] = await ledger.create_transfers([transfer(issuance, later.id, 1)])
+    assert applied.result is R.OK
+
+
+async def test_the_account_cache_keeps_at_most_its_capacity(ledger: Ledger) -> None:
+    ids = [await make_account(ledger) for _ in range(3)]
+    cache = store.AccountCache(capacity=2)
+    async with ledger.pool.acquire() as conn:
+        assert set(await cache.read(conn, ids)) == set(ids)
+        assert len(cache) == 2
+        assert set(await cache.read(conn, [*ids, uuid.uuid4()])) == set(ids)  # evicted ones are read again
+    assert len(cache) == 2
+
+
+async def test_writers_replace_a_connection_the_server_ended(fresh_database_url: str) -> None:
+    """Each writer keeps its connection between groups; one the server terminates is not used again."""
+    admin = await asyncpg.connect(fresh_database_url)
+    async with open_ledger(fresh_database_url) as ledger:
+        issuance, resident = await funded(ledger, 1)
+        await asyncio.gather(*(ledger.create_transfers([transfer(issuance, resident, 1)]) for _ in range(20)))
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert ended >= 2  # both writers' connections, among others
+        await asyncio.sleep(0.5)  # the client side notices the closed sockets
+        outcomes = await asyncio.gather(
+            *(ledger.create_transfers([transfer(issuance, resident, 1)]) for _ in range(20))
+        )
+        assert all(o.result is R.OK for [o] in outcomes)
+        assert (await balance(ledger, resident)).credits_posted == 41
+    await admin.close()
