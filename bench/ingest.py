@@ -4,7 +4,9 @@ Starts, in a temporary directory, ``carbon-rewards serve`` on its embedded Postg
 ``DATABASE_URL``), the transit partner simulator (``carbon-rewards simulate transit``) and, as the
 baseline, Litestar's hello world served the same way (``bench/hello_app.py``), both from ``--workers``
 processes (default 1: this client itself needs a core). Then it signs in 32
-residents, links their accounts at the simulator, and measures with 32 concurrent connections:
+residents, links their accounts at the simulator, and measures with 32 concurrent connections of a
+lean HTTP/1.1 client (``bench/http_load.py``; httpx itself saturated a core at ~400 requests/s, which
+made the hello-world baseline a measure of the client):
 
 * hello world: requests/s (the baseline);
 * pushed batches of 500 records (4 concurrent pushers): records/s;
@@ -47,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.freeze_probe import THRESHOLD_S, FreezeProbe  # noqa: E402
+from bench.http_load import TRANSPORT_ERRORS, Connection, Response  # noqa: E402
 from bench.ledger_throughput import Measured  # noqa: E402
 from domain.signatures import SIGNATURE_HEADER, sign  # noqa: E402
 from integrations.simulators.sms_gateway import SmsGatewaySimulator  # noqa: E402
@@ -126,7 +129,7 @@ async def run_for(
             began = time.perf_counter()
             try:
                 outcomes = await work(worker)
-            except httpx.TransportError as exc:
+            except TRANSPORT_ERRORS as exc:
                 outcomes = {f"transport error {type(exc).__name__}": 1}
             measured.latencies.append(time.perf_counter() - began)
             for outcome, count in outcomes.items():
@@ -242,67 +245,59 @@ def report(name: str, m: Timed, unit: str, baseline: Timed | None = None) -> Non
 async def measure(args: argparse.Namespace, service: str, hello: str, sim: str, state: dict[str, Any]) -> None:
     secret, token, residents = state["secret"], state["token"], state["residents"]
     trips = Trips([r["push_accounts"] for r in residents])
-    limits = httpx.Limits(max_connections=RESIDENTS, max_keepalive_connections=RESIDENTS)
     probe = await FreezeProbe.start()
+    to_hello = [Connection(hello) for _ in range(RESIDENTS)]
+    to_service = [Connection(service) for _ in range(RESIDENTS)]
     try:
-        async with httpx.AsyncClient(base_url=hello, limits=limits, timeout=60) as client:
 
-            async def hello_world(_: int) -> dict[str, int]:
-                response = await client.get("/hello")
-                return {"ok" if response.status_code == 200 else str(response.status_code): 1}
+        async def hello_world(worker: int) -> dict[str, int]:
+            response = await to_hello[worker].request("GET", "/hello")
+            return {"ok" if response.status == 200 else str(response.status): 1}
 
-            await run_for(2, RESIDENTS, hello_world, probe)  # warm-up
-            baseline = await run_for(args.seconds, RESIDENTS, hello_world, probe)
+        await run_for(2, RESIDENTS, hello_world, probe)  # warm-up
+        baseline = await run_for(args.seconds, RESIDENTS, hello_world, probe)
         report("hello world (32 connections)", baseline, "req")
 
-        async with httpx.AsyncClient(base_url=service, limits=limits, timeout=60) as client:
+        def outcome(response: Response) -> dict[str, int]:
+            if response.status != 200:
+                return {f"http {response.status}: {response.text[:60]}": 1}
+            body = response.json()
+            counts: dict[str, int] = {}
+            for result in body.get("results", [body]):
+                key = result["outcome"] if result["outcome"] != "rejected" else f"rejected:{result['reason']}"
+                counts[key] = counts.get(key, 0) + 1
+            return counts
 
-            def outcome(response: httpx.Response) -> dict[str, int]:
-                if response.status_code != 200:
-                    return {f"http {response.status_code}: {response.text[:60]}": 1}
-                body = response.json()
-                counts: dict[str, int] = {}
-                for result in body.get("results", [body]):
-                    key = result["outcome"] if result["outcome"] != "rejected" else f"rejected:{result['reason']}"
-                    counts[key] = counts.get(key, 0) + 1
-                return counts
+        async def push(worker: int, size: int) -> dict[str, int]:
+            body, headers = signed(secret, [trips.next() for _ in range(size)], token)
+            return outcome(await to_service[worker].request("POST", PUSH_PATH, headers, body))
 
-            async def batch(_: int) -> dict[str, int]:
-                body, headers = signed(secret, [trips.next() for _ in range(args.batch)], token)
-                return outcome(await client.post(PUSH_PATH, content=body, headers=headers))
+        async def batch(worker: int) -> dict[str, int]:
+            return await push(worker, args.batch)
 
-            async def single(_: int) -> dict[str, int]:
-                body, headers = signed(secret, [trips.next()], token)
-                return outcome(await client.post(PUSH_PATH, content=body, headers=headers))
+        async def single(worker: int) -> dict[str, int]:
+            return await push(worker, 1)
 
-            queues = await claimable(sim, residents, args.claims_per_resident)
+        queues = await claimable(sim, residents, args.claims_per_resident)
 
-            async def claim(worker: int) -> dict[str, int]:
-                if not queues[worker]:
-                    await asyncio.sleep(0.01)
-                    return {"ran out of prepared records": 1}
-                external_id = queues[worker].pop()
-                response = await client.post(
-                    "/v1/me/actions/claims",
-                    json={"partner_id": state["partner_id"], "external_id": external_id},
-                    headers=residents[worker]["headers"],
-                )
-                return outcome(response)
+        async def claim(worker: int) -> dict[str, int]:
+            if not queues[worker]:
+                await asyncio.sleep(0.01)
+                return {"ran out of prepared records": 1}
+            external_id = queues[worker].pop()
+            body = json.dumps({"partner_id": state["partner_id"], "external_id": external_id}).encode()
+            headers = {"Content-Type": "application/json", **residents[worker]["headers"]}
+            return outcome(await to_service[worker].request("POST", "/v1/me/actions/claims", headers, body))
 
-            await run_for(2, 4, batch, probe)  # warm-up
-            report(
-                f"pushed batches of {args.batch} (4 pushers)", await run_for(args.seconds, 4, batch, probe), "record"
-            )
-            report(
-                "single-record pushes (32 conns)",
-                await run_for(args.seconds, RESIDENTS, single, probe),
-                "record",
-                baseline,
-            )
-            report(
-                "single claims (32 residents)", await run_for(args.seconds, RESIDENTS, claim, probe), "claim", baseline
-            )
+        await run_for(2, 4, batch, probe)  # warm-up
+        report(f"pushed batches of {args.batch} (4 pushers)", await run_for(args.seconds, 4, batch, probe), "record")
+        report(
+            "single-record pushes (32 conns)", await run_for(args.seconds, RESIDENTS, single, probe), "record", baseline
+        )
+        report("single claims (32 residents)", await run_for(args.seconds, RESIDENTS, claim, probe), "claim", baseline)
     finally:
+        for connection in to_hello + to_service:
+            await connection.close()
         await probe.stop()
 
 
