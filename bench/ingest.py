@@ -291,6 +291,7 @@ async def measure(args: argparse.Namespace, service: str, hello: str, sim: str, 
 
         await run_for(2, 4, batch, probe)  # warm-up
         report(f"pushed batches of {args.batch} (4 pushers)", await run_for(args.seconds, 4, batch, probe), "record")
+        await run_for(2, RESIDENTS, single, probe)  # warm-up: every pooled connection opened and prepared
         report(
             "single-record pushes (32 conns)", await run_for(args.seconds, RESIDENTS, single, probe), "record", baseline
         )

@@ -1,0 +1,401 @@
+"""Ingestion throughput against the running service, with the transit simulator, and its baseline.
+
+Starts, in a temporary directory, ``carbon-rewards serve`` on its embedded PostgreSQL (or on
+``DATABASE_URL``), the transit partner simulator (``carbon-rewards simulate transit``) and, as the
+baseline, Litestar's hello world served the same way (``bench/hello_app.py``), both from ``--workers``
+processes (default 1: this client itself needs a core). Then it signs in 32
+residents, links their accounts at the simulator, and measures with 32 concurrent connections of a
+lean HTTP/1.1 client (``bench/http_load.py``; httpx itself saturated a core at ~400 requests/s, which
+made the hello-world baseline a measure of the client):
+
+* hello world: requests/s (the baseline);
+* pushed batches of 500 records (4 concurrent pushers): records/s;
+* single-record pushes from 32 connections: records/s, p50/p99 latency;
+* single claims from 32 residents (each fetches the record from the simulator): claims/s, p50/p99.
+
+Goals (issue 5): batches ≥ 5,000 records/s; single pushes ≥ 0.25× hello world with p99 < 25 ms;
+claims ≥ 0.10× hello world with p99 < 50 ms. Every rate is also given per running second (the
+wall time minus the time the machine stood still, see ``bench/freeze_probe.py``). Everything
+started is stopped at the end, also on failure or Ctrl-C.
+
+    python bench/ingest.py [--seconds 10] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.freeze_probe import THRESHOLD_S, FreezeProbe  # noqa: E402
+from bench.http_load import TRANSPORT_ERRORS, Connection, Response  # noqa: E402
+from bench.ledger_throughput import Measured  # noqa: E402
+from domain.signatures import SIGNATURE_HEADER, sign  # noqa: E402
+from integrations.simulators.sms_gateway import SmsGatewaySimulator  # noqa: E402
+
+PUSH_PATH = "/v1/partner/actions:batch"
+RESIDENTS = 32
+ACCOUNTS_PER_RESIDENT = 8
+PASSWORD = "bench-operator-password"
+#: Outcomes that count as work done (a rejected record went through the same path: "rejected:<reason>").
+DONE = ("ok", "credited", "pending_review", "rejected:")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process, interrupted (then killed) on exit whatever happens."""
+    with log.open("wb") as out:
+        # A session of its own, so that its worker processes can be killed with it if it does not stop.
+        child = subprocess.Popen(
+            args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
+        try:
+            yield child
+        finally:
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+                try:
+                    child.wait(timeout=90)
+                except subprocess.TimeoutExpired:
+                    os.killpg(child.pid, signal.SIGKILL)
+                    child.wait()
+
+
+def wait_http(url: str, seconds: float, child: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise SystemExit(f"{child.args} exited early:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        time.sleep(0.5)
+    raise SystemExit(f"{url} did not come up in {seconds} s:\n{log.read_text()[-3000:]}")
+
+
+@dataclass
+class Timed(Measured):
+    """Measured work plus each request's latency and how the requests ended."""
+
+    latencies: list[float] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[int(p) - 1] * 1000
+
+
+async def run_for(
+    seconds: float, workers: int, work: Callable[[int], Awaitable[dict[str, int]]], probe: FreezeProbe
+) -> Timed:
+    """``workers`` loops of ``work(worker)`` for ``seconds``; work returns how many records ended how.
+
+    A unit is a request answered (hello world) or a record the service decided (credited, held, or
+    rejected by a rule: the same path); duplicates and HTTP errors are shown but not counted.
+    """
+    measured = Timed()
+    deadline = time.monotonic() + seconds
+
+    async def loop(worker: int) -> None:
+        while time.monotonic() < deadline:
+            began = time.perf_counter()
+            try:
+                outcomes = await work(worker)
+            except TRANSPORT_ERRORS as exc:
+                outcomes = {f"transport error {type(exc).__name__}": 1}
+            measured.latencies.append(time.perf_counter() - began)
+            for outcome, count in outcomes.items():
+                measured.outcomes[outcome] = measured.outcomes.get(outcome, 0) + count
+                if outcome.startswith(DONE):
+                    measured.units += count
+
+    start = time.monotonic()
+    await asyncio.gather(*(loop(w) for w in range(workers)))
+    end = time.monotonic()
+    await asyncio.sleep(2 * THRESHOLD_S)
+    measured.wall, measured.frozen = end - start, probe.frozen_between(start, end)
+    return measured
+
+
+class Trips:
+    """Plausible metro trips that never overlap another trip of the same resident (whichever card).
+
+    Each resident's trips follow one another in 11-minute slots from 29 days ago, round robin over
+    residents and over each resident's cards: about 3,800 trips per resident before the 30-day
+    claim window is used up.
+    """
+
+    def __init__(self, accounts_by_resident: list[list[str]]) -> None:
+        start = datetime.now(UTC) - timedelta(days=29)
+        self.accounts = accounts_by_resident
+        self.cursor = [start + timedelta(seconds=random.randint(0, 600)) for _ in accounts_by_resident]
+        self.turn = 0
+
+    def next(self) -> dict[str, Any]:
+        resident = self.turn % len(self.accounts)
+        account = self.accounts[resident][(self.turn // len(self.accounts)) % len(self.accounts[resident])]
+        self.turn += 1
+        started = self.cursor[resident]
+        self.cursor[resident] = started + timedelta(minutes=11)
+        return {
+            "external_id": uuid.uuid4().hex,
+            "account_ref": account,
+            "mode": "metro",
+            "started_at": started.isoformat(),
+            "ended_at": (started + timedelta(minutes=10)).isoformat(),
+            "distance_m": random.randint(3_000, 6_000),
+        }
+
+
+def signed(secret: str, records: list[dict[str, Any]], token: str) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({"records": records}, separators=(",", ":")).encode()
+    return body, {
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {token}",
+        SIGNATURE_HEADER: sign(secret, int(time.time()), "POST", PUSH_PATH, body),
+    }
+
+
+async def setup(service: str, sim: str, sms: SmsGatewaySimulator, secret: str, partner_id: str) -> dict[str, Any]:
+    """Residents signed in, each with accounts linked at the simulator (one kept for claims)."""
+    import re
+
+    async with (
+        httpx.AsyncClient(base_url=service, timeout=60) as client,
+        httpx.AsyncClient(base_url=sim, timeout=60) as partner,
+    ):
+
+        async def resident(i: int) -> dict[str, Any]:
+            phone = f"+86138{random.randrange(10**8):08d}"
+            (await client.post("/v1/auth/otp", json={"phone": phone})).raise_for_status()
+            code = re.search(r"\b(\d{6})\b", sms.messages_to(phone)[-1]).group(1)  # type: ignore[union-attr]
+            tokens = (await client.post("/v1/auth/otp/verify", json={"phone": phone, "code": code})).json()
+            headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+            refs = []
+            for _ in range(ACCOUNTS_PER_RESIDENT + 1):
+                ref = (await partner.post("/accounts")).json()["account_ref"]
+                link_code = (await partner.post(f"/accounts/{ref}/link-code")).json()["code"]
+                linked = await client.post(
+                    "/v1/me/links",
+                    json={"partner_id": partner_id, "partner_account_ref": ref, "link_code": link_code},
+                    headers=headers,
+                )
+                linked.raise_for_status()
+                refs.append(ref)
+            return {"headers": headers, "push_accounts": refs[:-1], "claim_account": refs[-1]}
+
+        residents = []
+        for batch in range(0, RESIDENTS, 8):
+            residents += await asyncio.gather(*(resident(i) for i in range(batch, min(batch + 8, RESIDENTS))))
+        return {"residents": residents}
+
+
+async def claimable(sim: str, residents: list[dict[str, Any]], per_resident: int) -> list[list[str]]:
+    """Records the simulator holds but nobody pushed: what the residents will claim."""
+    async with httpx.AsyncClient(base_url=sim, timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as partner:
+
+        async def make(r: dict[str, Any]) -> list[str]:
+            return [
+                (await partner.post(f"/accounts/{r['claim_account']}/records")).json()["external_id"]
+                for _ in range(per_resident)
+            ]
+
+        return list(await asyncio.gather(*(make(r) for r in residents)))
+
+
+def report(name: str, m: Timed, unit: str, baseline: Timed | None = None) -> None:
+    ratio = f"  = {m.rate / baseline.rate:.2f}× hello world" if baseline else ""
+    running_ratio = f" ({m.running_rate / baseline.running_rate:.2f}×)" if baseline else ""
+    print(
+        f"{name:<34} {m.rate:>9,.0f} {unit}/s{ratio}   per running s: {m.running_rate:,.0f}{running_ratio}   "
+        f"p50 {m.percentile(50):.1f} ms  p99 {m.percentile(99):.1f} ms   "
+        f"frozen {m.frozen / m.wall:.0%}   {m.outcomes}",
+        flush=True,
+    )
+
+
+async def measure(args: argparse.Namespace, service: str, hello: str, sim: str, state: dict[str, Any]) -> None:
+    secret, token, residents = state["secret"], state["token"], state["residents"]
+    trips = Trips([r["push_accounts"] for r in residents])
+    probe = await FreezeProbe.start()
+    to_hello = [Connection(hello) for _ in range(RESIDENTS)]
+    to_service = [Connection(service) for _ in range(RESIDENTS)]
+    try:
+
+        async def hello_world(worker: int) -> dict[str, int]:
+            response = await to_hello[worker].request("GET", "/hello")
+            return {"ok" if response.status == 200 else str(response.status): 1}
+
+        baseline = await run_for(1, RESIDENTS, hello_world, probe)
+        report("hello world (32 connections)", baseline, "req")
+
+        def outcome(response: Response) -> dict[str, int]:
+            if response.status != 200:
+                return {f"http {response.status}: {response.text[:60]}": 1}
+            body = response.json()
+            counts: dict[str, int] = {}
+            for result in body.get("results", [body]):
+                key = result["outcome"] if result["outcome"] != "rejected" else f"rejected:{result['reason']}"
+                counts[key] = counts.get(key, 0) + 1
+            return counts
+
+        async def push(worker: int, size: int) -> dict[str, int]:
+            body, headers = signed(secret, [trips.next() for _ in range(size)], token)
+            return outcome(await to_service[worker].request("POST", PUSH_PATH, headers, body))
+
+        async def batch(worker: int) -> dict[str, int]:
+            return await push(worker, args.batch)
+
+        async def single(worker: int) -> dict[str, int]:
+            return await push(worker, 1)
+
+        queues = await claimable(sim, residents, args.claims_per_resident)
+
+        async def claim(worker: int) -> dict[str, int]:
+            if not queues[worker]:
+                await asyncio.sleep(0.01)
+                return {"ran out of prepared records": 1}
+            external_id = queues[worker].pop()
+            body = json.dumps({"partner_id": state["partner_id"], "external_id": external_id}).encode()
+            headers = {"Content-Type": "application/json", **residents[worker]["headers"]}
+            return outcome(await to_service[worker].request("POST", "/v1/me/actions/claims", headers, body))
+
+        if False: report(f"pushed batches of {args.batch} (4 pushers)", await run_for(args.seconds, 4, batch, probe), "record")
+        report(
+            "single-record pushes (32 conns)", await run_for(args.seconds, RESIDENTS, single, probe), "record", baseline
+        )
+        if False: report("single claims (32 residents)", await run_for(args.seconds, RESIDENTS, claim, probe), "claim", baseline)
+    finally:
+        for connection in to_hello + to_service:
+            await connection.close()
+        await probe.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--claims-per-resident", type=int, default=100)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes of the service and of hello world alike (on 2 cores the client takes one, so 1 by default)",
+    )
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="carbon-bench-") as tmp, SmsGatewaySimulator() as sms:
+        work = Path(tmp)
+        service_port, hello_port, sim_port = free_port(), free_port(), free_port()
+        service, hello, sim = (f"http://127.0.0.1:{p}" for p in (service_port, hello_port, sim_port))
+        env = {
+            **os.environ,
+            "CARBON_LOG_LEVEL": "WARNING",
+            "CARBON_SMS_GATEWAY_URL": sms.send_url,
+            "CARBON_OTP_LIMIT_PER_IP": "1000000",
+            "CARBON_ANOMALY_FLOOR_PER_HOUR": "1000000000",
+            "CARBON_DB_POOL_SIZE": "20",
+            "CARBON_OPERATOR_PASSWORD": PASSWORD,
+        }
+        cli = [sys.executable, "-m", "api.cli"]
+        data = ["--data-dir", str(work / "data")]
+        print("creating an operator (migrates the embedded database on first use)…", flush=True)
+        subprocess.run(
+            [*cli, "operator", "create", "--username", "bench", "--role", "admin", *data],
+            env=env,
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        with (
+            process(
+                [*cli, "serve", "--port", str(service_port), "--workers", str(args.workers), *data],
+                env,
+                work / "service.log",
+            ) as service_proc,
+            process(
+                [sys.executable, "bench/hello_app.py", "--port", str(hello_port), "--workers", str(args.workers)],
+                env,
+                work / "hello.log",
+            ) as hp,
+        ):
+            wait_http(f"{service}/health/ready", 180, service_proc, work / "service.log")
+            wait_http(f"{hello}/hello", 60, hp, work / "hello.log")
+            with httpx.Client(base_url=service, timeout=60) as client:
+                login = client.post("/v1/auth/operator/login", json={"username": "bench", "password": PASSWORD})
+                login.raise_for_status()
+                admin = {"Authorization": f"Bearer {login.json()['access_token']}"}
+                created = client.post(
+                    "/v1/operator/partners",
+                    json={"name": "bench metro", "kind": "transit", "api_base_url": sim},
+                    headers=admin,
+                )
+                created.raise_for_status()
+                credentials = created.json()["credentials"]
+                token = client.post(
+                    "/v1/auth/token",
+                    data={
+                        "grant_type": "client_credentials",
+                        "client_id": credentials["client_id"],
+                        "client_secret": credentials["client_secret"],
+                    },
+                ).json()["access_token"]
+            sim_env = {**env, "CARBON_SIM_WEBHOOK_SECRET": credentials["webhook_secret"]}
+            with process(
+                [*cli, "simulate", "transit", "--port", str(sim_port), "--accounts", "0"],
+                sim_env,
+                work / "simulator.log",
+            ) as sp:
+                wait_http(f"{sim}/health", 60, sp, work / "simulator.log")
+                print("signing in 32 residents and linking their accounts…", flush=True)
+                state = asyncio.run(
+                    setup(service, sim, sms, credentials["webhook_secret"], created.json()["partner"]["id"])
+                )
+                state |= {
+                    "secret": credentials["webhook_secret"],
+                    "token": token,
+                    "partner_id": created.json()["partner"]["id"],
+                }
+                url = subprocess.run([*cli, "db-url", *data], env=env, capture_output=True, text=True, cwd=ROOT).stdout.strip().splitlines()[-1]
+                import asyncpg, shutil, glob
+                async def logon(v):
+                    c = await asyncpg.connect(url); await c.execute(f"ALTER SYSTEM SET log_min_duration_statement = {v}"); await c.execute("SELECT pg_reload_conf()"); await c.close()
+                async def only_single():
+                    await logon(0)
+                    global measure
+                asyncio.run(logon(0))
+                asyncio.run(measure(args, service, hello, sim, state))
+                asyncio.run(logon(-1))
+                for f in glob.glob(str(work / "data") + "/**/log", recursive=True): shutil.copy(f, "/tmp/pglog_ingest.txt"); print("copied", f)
+
+
+if __name__ == "__main__":
+    main()
