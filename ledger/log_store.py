@@ -128,6 +128,20 @@ async def store_nodes(conn: asyncpg.Connection, nodes: Sequence[tuple[int, int, 
         )
 
 
+# Keyed reads probe the primary key once per key (see ledger/store.py): a plan cached while the log
+# was empty would otherwise go on scanning it whole, and a proof's cost would grow with the log.
+SUBTREE_NODES = """
+    SELECT n.* FROM unnest($1::smallint[], $2::bigint[]) AS w(level, i)
+    CROSS JOIN LATERAL (
+        SELECT level, "index", hash FROM ledger_tree_nodes WHERE level = w.level AND "index" = w.i OFFSET 0
+    ) AS n
+"""
+LEAF_HASHES = """
+    SELECT l.* FROM unnest($1::bigint[]) AS k(position)
+    CROSS JOIN LATERAL (SELECT position, leaf_hash FROM ledger_log WHERE position = k.position OFFSET 0) AS l
+"""
+
+
 async def subtree_hashes(
     conn: asyncpg.Connection, pieces: Iterable[tuple[int, int]]
 ) -> dict[tuple[int, int], bytes]:
@@ -137,18 +151,11 @@ async def subtree_hashes(
     small = [(level, index) for level, index in pieces if level < STORED_NODE_MIN_LEVEL]
     result: dict[tuple[int, int], bytes] = {}
     if stored:
-        rows = await conn.fetch(
-            'SELECT level, "index", hash FROM ledger_tree_nodes AS n '
-            'JOIN unnest($1::smallint[], $2::bigint[]) AS w(l, i) ON n.level = w.l AND n."index" = w.i',
-            [p[0] for p in stored],
-            [p[1] for p in stored],
-        )
+        rows = await conn.fetch(SUBTREE_NODES, [p[0] for p in stored], [p[1] for p in stored])
         result.update({(r["level"], r["index"]): bytes(r["hash"]) for r in rows})
     if small:
         positions = sorted({p for level, index in small for p in range(index << level, (index + 1) << level)})
-        rows = await conn.fetch(
-            "SELECT position, leaf_hash FROM ledger_log WHERE position = ANY($1::bigint[])", positions
-        )
+        rows = await conn.fetch(LEAF_HASHES, positions)
         leaves = {r["position"]: bytes(r["leaf_hash"]) for r in rows}
         for level, index in small:
             span = [leaves.get(p) for p in range(index << level, (index + 1) << level)]
@@ -238,6 +245,14 @@ class ConsistencyProof:
     hashes: list[bytes]
 
 
+SEALED_TRANSFER = f"""
+    SELECT l.position, l.leaf_hash, {LEAF_COLUMNS} FROM ledger_log AS l
+    JOIN ledger_transfers AS t ON t.id = l.transfer_id WHERE l.transfer_id = $1::uuid
+    AND ($2::text IS NULL OR EXISTS (SELECT FROM ledger_accounts AS a
+                                     WHERE a.id IN (t.debit_account_id, t.credit_account_id) AND a.owner_ref = $2))
+"""
+
+
 async def inclusion_proof(
     conn: asyncpg.Connection, transfer_id: UUID, tree_size: int, *, owner_ref: str | None = None
 ) -> InclusionProof:
@@ -247,14 +262,7 @@ async def inclusion_proof(
     anyone else's transfer is reported exactly like a transfer that does not exist.
     """
     cp = await checkpoint_at(conn, tree_size)
-    row = await conn.fetchrow(
-        f"SELECT l.position, l.leaf_hash, {LEAF_COLUMNS} FROM ledger_log AS l "
-        "JOIN ledger_transfers AS t ON t.id = l.transfer_id WHERE l.transfer_id = $1 "
-        "AND ($2::text IS NULL OR EXISTS (SELECT FROM ledger_accounts AS a "
-        "WHERE a.id IN (t.debit_account_id, t.credit_account_id) AND a.owner_ref = $2))",
-        transfer_id,
-        owner_ref,
-    )
+    row = await conn.fetchrow(SEALED_TRANSFER, transfer_id, owner_ref)
     if row is None or row["position"] >= tree_size:
         raise TransferNotSealed(
             f"transfer {transfer_id} is not in the log at tree size {tree_size}",

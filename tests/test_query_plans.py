@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from api.actions import service as actions
-from ledger import store
+from ledger import log_store, store
 from tests.helpers import APP_ROLE
 
 KEYED = {
@@ -25,6 +25,9 @@ KEYED = {
     "resolutions by pending id": store._SELECT_RESOLUTIONS,  # noqa: SLF001
     "limited balances locked": store._LOCK_LIMITED_BALANCES,  # noqa: SLF001
     "balance increments": store._ADD_TO_BALANCES,  # noqa: SLF001
+    "subtree hashes of a proof": log_store.SUBTREE_NODES,
+    "leaf hashes of a proof": log_store.LEAF_HASHES,
+    "a sealed transfer's leaf": log_store.SEALED_TRANSFER,
     "actions by id": actions.EXISTING_ACTIONS,
     "a resident's earlier trips": actions.EARLIER_TRIPS,
     "a resident's points per day": actions.CAP_USAGE,
@@ -37,6 +40,7 @@ SAMPLE = {
     "date": "current_date",
     "int": "10",
     "smallint": "0",
+    "text": "NULL",
 }
 
 
@@ -57,7 +61,10 @@ async def test_a_keyed_statement_never_scans_its_table(fresh_database_url: str, 
     types = placeholders(sql)
     conn = await asyncpg.connect(fresh_database_url, server_settings={"role": APP_ROLE})
     try:
-        never_analysed = "SELECT bool_and(reltuples < 0) FROM pg_class WHERE relname IN ('ledger_transfers', 'actions')"
+        never_analysed = (
+            "SELECT bool_and(reltuples < 0) FROM pg_class "
+            "WHERE relname IN ('ledger_transfers', 'actions', 'ledger_log', 'ledger_tree_nodes')"
+        )
         assert await conn.fetchval(never_analysed)
         await conn.execute("SET plan_cache_mode = force_generic_plan")
         await conn.execute(f"PREPARE keyed({', '.join(types)}) AS {sql}")
