@@ -8,6 +8,7 @@ ids are stable across retries and processes. System accounts have fixed ids.
 from __future__ import annotations
 
 import uuid
+from functools import lru_cache
 
 from ledger.types import AccountCode, LedgerUnit, NewAccount
 
@@ -30,6 +31,7 @@ CARBON_POOL = NewAccount(
 SYSTEM_ACCOUNTS = (ISSUANCE_POINTS, CARBON_POOL)
 
 
+@lru_cache(maxsize=65536)  # a UUIDv5 is a SHA-1; a batch names each of its residents many times
 def resident_points_account(resident_id: uuid.UUID) -> NewAccount:
     """A resident's spendable points; never below zero."""
     return NewAccount(
@@ -41,6 +43,7 @@ def resident_points_account(resident_id: uuid.UUID) -> NewAccount:
     )
 
 
+@lru_cache(maxsize=65536)
 def resident_carbon_account(resident_id: uuid.UUID) -> NewAccount:
     """Grams of CO₂e a resident avoided: its debits are what it handed to the carbon pool."""
     return NewAccount(

@@ -174,6 +174,8 @@ class BatchProcessor:
         self.deltas: dict[UUID, list[int]] = {}
         self._undo: list[Callable[[], None]] = []
         self._keep_undo = False
+        # Canonical metadata by the identity of the caller's object: the transfers of one action share theirs.
+        self._canonical: dict[int, tuple[Mapping[str, Any], dict[str, Any] | None]] = {}
 
     def run(self, segments: Sequence[Sequence[NewTransfer]]) -> list[list[TransferOutcome]]:
         """Decide every segment in order against shared state; linked chains never cross segments.
@@ -307,7 +309,7 @@ class BatchProcessor:
             ledger=ledger if type(ledger) is LedgerUnit else LedgerUnit(ledger),
             code=t.code,
             reference=t.reference,
-            metadata=canonical_metadata(t.metadata),
+            metadata=self._canonical_metadata(t.metadata),
             pending=t.pending,
             post_pending=t.post_pending,
             void_pending=t.void_pending,
@@ -318,6 +320,16 @@ class BatchProcessor:
             expires_at=expires_at,
         )
         return transfer
+
+    def _canonical_metadata(self, metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        if metadata is None:
+            return None
+        seen = self._canonical.get(id(metadata))
+        if seen is not None and seen[0] is metadata:
+            return seen[1]
+        canonical = canonical_metadata(metadata)
+        self._canonical[id(metadata)] = (metadata, canonical)
+        return canonical
 
     def _record(self, tr: Transfer) -> None:
         """Apply a decided transfer to the in-memory state, remembering how to undo it."""

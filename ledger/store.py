@@ -398,15 +398,24 @@ _TRANSFER_TABLE_COLUMNS = (
 
 
 async def _insert_transfers(conn: asyncpg.Connection, rows: Sequence[Transfer]) -> None:
+    texts: dict[int, str] = {}  # by identity: transfers decided together share one metadata object
+
+    def metadata_json(metadata: dict[str, Any] | None) -> str | None:
+        if metadata is None:
+            return None
+        text = texts.get(id(metadata))
+        if text is None:
+            text = texts[id(metadata)] = json.dumps(metadata, sort_keys=True)
+        return text
+
     await conn.copy_records_to_table(
         "ledger_transfers",
         columns=_TRANSFER_TABLE_COLUMNS,
         records=[
             (
                 t.id, t.debit_account_id, t.credit_account_id, t.amount, t.ledger.value, t.code, t.reference,
-                json.dumps(t.metadata, sort_keys=True) if t.metadata is not None else None,
-                t.pending, t.post_pending, t.void_pending, t.linked, t.pending_id, t.timeout_s, t.timestamp,
-                t.expires_at,
+                metadata_json(t.metadata), t.pending, t.post_pending, t.void_pending, t.linked, t.pending_id,
+                t.timeout_s, t.timestamp, t.expires_at,
             )
             for t in rows
         ],

@@ -26,7 +26,7 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -737,32 +737,32 @@ def credit_transfers(action: uuid.UUID, resident_id: uuid.UUID, reduction: Reduc
         "grams_co2e": reduction.grams_co2e,
     }
     reference = f"action:{action}"
-    transfers = [
+    co2e = NewTransfer(
+        id=uuid.uuid5(action, "co2e"),
+        debit_account_id=resident_carbon_account(resident_id).id,
+        credit_account_id=CARBON_POOL.id,
+        amount=reduction.grams_co2e,
+        ledger=LedgerUnit.CO2E_G,
+        code=TransferCode.ACTION_CREDIT,
+        reference=reference,
+        metadata=metadata,
+        linked=points > 0,
+    )
+    if points <= 0:
+        return [co2e]
+    return [
+        co2e,
         NewTransfer(
-            id=uuid.uuid5(action, "co2e"),
-            debit_account_id=resident_carbon_account(resident_id).id,
-            credit_account_id=CARBON_POOL.id,
-            amount=reduction.grams_co2e,
-            ledger=LedgerUnit.CO2E_G,
+            id=uuid.uuid5(action, "points"),
+            debit_account_id=ISSUANCE_POINTS.id,
+            credit_account_id=resident_points_account(resident_id).id,
+            amount=points,
+            ledger=LedgerUnit.POINTS,
             code=TransferCode.ACTION_CREDIT,
             reference=reference,
             metadata=metadata,
-        )
+        ),
     ]
-    if points > 0:
-        transfers.append(
-            NewTransfer(
-                id=uuid.uuid5(action, "points"),
-                debit_account_id=ISSUANCE_POINTS.id,
-                credit_account_id=resident_points_account(resident_id).id,
-                amount=points,
-                ledger=LedgerUnit.POINTS,
-                code=TransferCode.ACTION_CREDIT,
-                reference=reference,
-                metadata=metadata,
-            )
-        )
-    return [replace(t, linked=i < len(transfers) - 1) for i, t in enumerate(transfers)]
 
 
 async def ensure_accounts(conn: asyncpg.Connection, accounts: Iterable[NewAccount]) -> None:
