@@ -67,15 +67,14 @@ def _serve_workers(settings: Settings) -> None:
 
     This process prepares what the workers share (the embedded server, the migrations, the key
     files), hands them the database URL and its own settings through the environment, and leaves
-    the workers to uvicorn's supervisor, which restarts a worker that dies and stops them all on
-    Ctrl-C; the embedded server is stopped after them.
+    the workers to uvicorn's supervisor (``api.workers``), which restarts a worker that dies and stops
+    them all on Ctrl-C; the embedded server is stopped after them.
     """
     import os
 
-    import uvicorn
-
     from api.app import prepare_keys
     from api.database import migrate_if_behind, start_embedded_database
+    from api.workers import run_workers
 
     embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir / "pg")
 
@@ -96,9 +95,8 @@ def _serve_workers(settings: Settings) -> None:
             settings.port,
             settings.workers,
         )
-        uvicorn.run(
+        run_workers(
             "api.app:app_from_environment",
-            factory=True,
             host=settings.host,
             port=settings.port,
             workers=settings.workers,

@@ -6,10 +6,15 @@ python bench/hello_app.py --port 8100 [--workers N]
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import uvicorn
 from litestar import Litestar, get
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the workers import bench.hello_app
+
+from api.workers import run_workers  # noqa: E402
 
 
 @get("/hello", sync_to_thread=False)
@@ -27,16 +32,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1, help="processes, as `carbon-rewards serve --workers`")
     args = parser.parse_args()
-    # The uvicorn arguments api.cli uses (with one worker, uvicorn.run serves in this process).
-    uvicorn.run(
-        "hello_app:create",
-        factory=True,
-        app_dir=str(Path(__file__).resolve().parent),
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="warning",
-    )
+    # As api.cli serves: one worker serves in this process, several are run by api.workers.
+    if args.workers == 1:
+        uvicorn.run("bench.hello_app:create", factory=True, host=args.host, port=args.port, log_level="warning")
+    else:
+        run_workers("bench.hello_app:create", host=args.host, port=args.port, workers=args.workers, log_level="warning")
 
 
 if __name__ == "__main__":
