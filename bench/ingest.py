@@ -149,14 +149,17 @@ async def run_for(
 class Trips:
     """Plausible metro trips that never overlap another trip of the same resident (whichever card).
 
-    Each resident's trips follow one another in 11-minute slots from 29 days ago, round robin over
-    residents and over each resident's cards: about 3,800 trips per resident before the 30-day
-    claim window is used up. ``next(lane, lanes)`` deals residents to lanes (resident i to lane
-    i mod lanes), so that concurrent pushers in different lanes never name the same resident.
+    Each resident's trips (4 minutes, 2–5 km) follow one another in 5-minute slots from 12 days ago,
+    round robin over residents and over each resident's cards: about 3,400 trips per resident
+    (enough for ``--seconds`` up to ~15 at 6,000 records/s) before they would reach the present and
+    be refused as in the future. The simulator's records for the accounts kept for claims lie
+    before that: from 20 days ago, about 200 of them (--claims-per-resident) before 13 days ago.
+    ``next(lane, lanes)`` deals residents to lanes (resident i to lane i mod lanes), so that
+    concurrent pushers in different lanes never name the same resident.
     """
 
     def __init__(self, accounts_by_resident: list[list[str]]) -> None:
-        start = datetime.now(UTC) - timedelta(days=29)
+        start = datetime.now(UTC) - timedelta(days=12)
         self.accounts = accounts_by_resident
         self.cursor = [start + timedelta(seconds=random.randint(0, 600)) for _ in accounts_by_resident]
         self.turns: dict[tuple[int, int], int] = {}
@@ -168,14 +171,14 @@ class Trips:
         resident = members[turn % len(members)]
         account = self.accounts[resident][(turn // len(members)) % len(self.accounts[resident])]
         started = self.cursor[resident]
-        self.cursor[resident] = started + timedelta(minutes=11)
+        self.cursor[resident] = started + timedelta(minutes=5)
         return {
             "external_id": uuid.uuid4().hex,
             "account_ref": account,
             "mode": "metro",
             "started_at": started.isoformat(),
-            "ended_at": (started + timedelta(minutes=10)).isoformat(),
-            "distance_m": random.randint(3_000, 6_000),
+            "ended_at": (started + timedelta(minutes=4)).isoformat(),
+            "distance_m": random.randint(2_000, 5_000),
         }
 
 
@@ -224,15 +227,18 @@ async def setup(service: str, sim: str, sms: SmsGatewaySimulator, secret: str, p
 
 async def claimable(sim: str, residents: list[dict[str, Any]], per_resident: int) -> list[list[str]]:
     """Records the simulator holds but nobody pushed: what the residents will claim."""
-    async with httpx.AsyncClient(base_url=sim, timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as partner:
 
-        async def make(r: dict[str, Any]) -> list[str]:
+    async def make(r: dict[str, Any]) -> list[str]:
+        partner = Connection(sim)
+        try:
             return [
-                (await partner.post(f"/accounts/{r['claim_account']}/records")).json()["external_id"]
+                (await partner.request("POST", f"/accounts/{r['claim_account']}/records")).json()["external_id"]
                 for _ in range(per_resident)
             ]
+        finally:
+            await partner.close()
 
-        return list(await asyncio.gather(*(make(r) for r in residents)))
+    return list(await asyncio.gather(*(make(r) for r in residents)))
 
 
 def report(name: str, m: Timed, unit: str, baseline: Timed | None = None) -> None:
@@ -295,6 +301,7 @@ async def measure(args: argparse.Namespace, service: str, hello: str, sim: str, 
             headers = {"Content-Type": "application/json", **residents[worker]["headers"]}
             return outcome(await to_service[worker].request("POST", "/v1/me/actions/claims", headers, body))
 
+        print("measuring pushed batches…", flush=True)
         await run_for(2, BATCH_PUSHERS, batch, probe)  # warm-up
         report(
             f"pushed batches of {args.batch} ({BATCH_PUSHERS} pushers)",
