@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from enum import StrEnum
@@ -21,6 +22,7 @@ from domain.fraud import (
     Refusal,
     TransitMode,
     Trip,
+    TripHistory,
     check_against_earlier,
     check_drop_off,
     check_time,
@@ -256,7 +258,7 @@ def assess(
     record: ActionRecord,
     methodologies: MethodologyRegistry,
     now: datetime,
-    earlier_trips: list[Trip],
+    earlier_trips: TripHistory | Iterable[Trip],
     local_offset: timedelta,
 ) -> Assessment:
     """Plausibility, the one-body and cross-partner rules, then the methodology of the action's day."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from domain.fraud import (
     CLAIM_WINDOW,
@@ -17,6 +19,7 @@ from domain.fraud import (
     Refusal,
     TransitMode,
     Trip,
+    TripHistory,
     apply_caps,
     check_against_earlier,
     check_drop_off,
@@ -84,6 +87,35 @@ def test_two_modes_at_once_overlap_but_a_transfer_does_not() -> None:
     later = Trip(TransitMode.SHARED_BIKE, bike_after.started_at - timedelta(seconds=1), bike_after.ended_at, 2_500)
     assert check_against_earlier(later, [metro]) is Refusal.OVERLAPPING_TRIP
     assert check_against_earlier(metro, []) is None
+
+
+_minutes = st.integers(min_value=0, max_value=300)
+_trips = st.builds(
+    lambda mode, start, length: Trip(
+        mode, NOW + timedelta(minutes=start), NOW + timedelta(minutes=start + length), 5_000
+    ),
+    st.sampled_from(list(TransitMode)),
+    _minutes,
+    st.integers(min_value=0, max_value=90),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_trips, max_size=40), _trips)
+def test_the_trip_history_finds_what_comparing_with_every_trip_finds(earlier: list[Trip], new: Trip) -> None:
+    """Trips added in any order, overlapping each other or not: the bisected search returns the
+    earliest-starting trip that overlaps beyond the tolerance, exactly as a scan of all of them would."""
+    history = TripHistory()
+    for t in earlier:
+        history.add(t)
+    overlapping = [
+        t for t in earlier if min(t.ended_at, new.ended_at) - max(t.started_at, new.started_at) > TRANSFER_TOLERANCE
+    ]
+    expected = min(overlapping, key=lambda t: t.started_at) if overlapping else None
+    found = history.first_overlap(new, TRANSFER_TOLERANCE)
+    assert (found is None) == (expected is None)
+    if found is not None:
+        assert found in overlapping and found.started_at == expected.started_at  # type: ignore[union-attr]
 
 
 def test_drop_off_weight_and_time() -> None:

@@ -57,7 +57,7 @@ from domain.actions import (
     storable,
 )
 from domain.errors import Conflict, InvalidInput, NotFound
-from domain.fraud import TransitMode, Trip, apply_caps
+from domain.fraud import TransitMode, Trip, TripHistory, apply_caps
 from domain.identity import Principal
 from domain.methodologies import MethodologyRegistry, Reduction, points_for
 from domain.signatures import SignatureReplayed, verify
@@ -491,7 +491,7 @@ async def _ingest(
         if allowance is not None:
             allowance -= 1
         if item.status is not ActionStatus.REJECTED and record.kind is ActionKind.TRANSIT:
-            earlier[resident].append(record.trip())
+            earlier[resident].add(record.trip())
         seen[aid] = item.status
         decided.append(item)
 
@@ -578,9 +578,9 @@ async def _links_for(conn: asyncpg.Connection, partner_id: uuid.UUID, refs: set[
 
 async def _earlier_trips(
     conn: asyncpg.Connection, residents: list[uuid.UUID], records: list[ActionRecord]
-) -> defaultdict[uuid.UUID, list[Trip]]:
+) -> defaultdict[uuid.UUID, TripHistory]:
     """Credited and held trips of these residents that could overlap the submitted ones."""
-    trips: defaultdict[uuid.UUID, list[Trip]] = defaultdict(list)
+    trips: defaultdict[uuid.UUID, TripHistory] = defaultdict(TripHistory)
     if not records:
         return trips
     start = min(r.started_at for r in records if r.started_at is not None)
@@ -592,9 +592,7 @@ async def _earlier_trips(
         end,
     )
     for r in rows:
-        trips[r["resident_id"]].append(
-            Trip(TransitMode(r["category"]), r["started_at"], r["occurred_at"], r["quantity"])
-        )
+        trips[r["resident_id"]].add(Trip(TransitMode(r["category"]), r["started_at"], r["occurred_at"], r["quantity"]))
     return trips
 
 
