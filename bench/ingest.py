@@ -3,7 +3,7 @@
 Starts, in a temporary directory, ``carbon-rewards serve`` on its embedded PostgreSQL (or on
 ``DATABASE_URL``), the transit partner simulator (``carbon-rewards simulate transit``) and, as the
 baseline, Litestar's hello world served the same way (``bench/hello_app.py``), both from ``--workers``
-processes (default 1: this client itself needs a core). Then it signs in 32
+processes (default: one per core; the lean client below needs little). Then it signs in 32
 residents, links their accounts at the simulator, and measures with 32 concurrent connections of a
 lean HTTP/1.1 client (``bench/http_load.py``; httpx itself saturated a core at ~400 requests/s, which
 made the hello-world baseline a measure of the client):
@@ -149,11 +149,13 @@ async def run_for(
 class Trips:
     """Plausible metro trips that never overlap another trip of the same resident (whichever card).
 
-    Each resident's trips (4 minutes, 2–5 km) follow one another in 5-minute slots from 12 days ago,
-    round robin over residents and over each resident's cards: about 3,400 trips per resident
-    (enough for ``--seconds`` up to ~15 at 6,000 records/s) before they would reach the present and
-    be refused as in the future. The simulator's records for the accounts kept for claims lie
-    before that: from 20 days ago, about 200 of them (--claims-per-resident) before 13 days ago.
+    Each resident's trips (2.5 minutes, 1–3 km) follow one another in 3-minute slots from 12 days
+    ago, round robin over residents and over each resident's cards: about 5,700 trips per resident
+    before they would reach the present and be refused as in the future. That is room for about
+    15 s at 6,000 records/s even when one pusher is served faster than the others (each worker
+    process of the service takes whichever connections it accepts, not an even share). The
+    simulator's records for the accounts kept for claims lie before that: from 20 days ago, about
+    200 of them (--claims-per-resident) before 13 days ago.
     ``next(lane, lanes)`` deals residents to lanes (resident i to lane i mod lanes), so that
     concurrent pushers in different lanes never name the same resident.
     """
@@ -171,14 +173,14 @@ class Trips:
         resident = members[turn % len(members)]
         account = self.accounts[resident][(turn // len(members)) % len(self.accounts[resident])]
         started = self.cursor[resident]
-        self.cursor[resident] = started + timedelta(minutes=5)
+        self.cursor[resident] = started + timedelta(minutes=3)
         return {
             "external_id": uuid.uuid4().hex,
             "account_ref": account,
             "mode": "metro",
             "started_at": started.isoformat(),
-            "ended_at": (started + timedelta(minutes=4)).isoformat(),
-            "distance_m": random.randint(2_000, 5_000),
+            "ended_at": (started + timedelta(seconds=150)).isoformat(),
+            "distance_m": random.randint(1_000, 3_000),
         }
 
 
@@ -327,8 +329,8 @@ def main() -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="processes of the service and of hello world alike (on 2 cores the client takes one, so 1 by default)",
+        default=os.cpu_count() or 1,
+        help="processes of the service and of hello world alike (default: one per core)",
     )
     args = parser.parse_args()
 

@@ -41,10 +41,20 @@ DEBITS_PENDING, DEBITS_POSTED, CREDITS_PENDING, CREDITS_POSTED = range(4)
 _LEDGER_UNITS = frozenset(LedgerUnit)
 
 
+_PLAIN_VALUES = frozenset({str, int, bool, type(None)})
+
+
+def _flat_and_plain(metadata: Mapping[str, Any]) -> bool:
+    """String keys and string, integer, boolean or null values: JSON as it is (the usual case)."""
+    return all(type(k) is str for k in metadata) and all(type(v) in _PLAIN_VALUES for v in metadata.values())
+
+
 def canonical_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Metadata as it will read back from the database (JSON round trip), or None when empty."""
     if not metadata:
         return None
+    if _flat_and_plain(metadata):
+        return dict(metadata)
     return json.loads(json.dumps(metadata, sort_keys=True))
 
 
@@ -92,10 +102,11 @@ def static_check(t: NewTransfer) -> R | None:
     if t.metadata is not None:
         if not isinstance(t.metadata, Mapping):
             return R.METADATA_MUST_BE_JSON_OBJECT
-        try:
-            json.dumps(t.metadata, allow_nan=False)
-        except (TypeError, ValueError):
-            return R.METADATA_MUST_BE_JSON_OBJECT
+        if not _flat_and_plain(t.metadata):
+            try:
+                json.dumps(t.metadata, allow_nan=False)
+            except (TypeError, ValueError):
+                return R.METADATA_MUST_BE_JSON_OBJECT
     return None
 
 

@@ -671,7 +671,7 @@ async def _insert_actions(
         columns["methodology_id"].append(red.methodology_id if red else None)
         columns["methodology_version"].append(red.methodology_version if red else None)
         columns["factor"].append(str(red.factor) if red else None)
-        columns["record"].append(json.dumps(d.raw, sort_keys=True))
+        columns["record"].append(json.dumps(d.raw))  # jsonb orders the keys itself
         columns["decided_at"].append(None if d.status is ActionStatus.PENDING_REVIEW else now)
     rows = await conn.fetch(
         """
