@@ -18,6 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from api.settings import Settings
+from domain.errors import ServiceUnavailable
 from integrations.embedded_postgres import (
     EMBEDDED_DATABASE,
     EmbeddedPostgres,
@@ -26,6 +27,13 @@ from integrations.embedded_postgres import (
 )
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class DatabaseBusy(ServiceUnavailable):
+    """Every pooled connection stayed in use for ``CARBON_DB_POOL_TIMEOUT_S``: a burst beyond capacity."""
+
+    code = "database_busy"
+    title = "Every database connection is in use; retry shortly"
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -48,6 +56,7 @@ def open_engine(settings: Settings, database_url: str) -> AsyncEngine:
         sqlalchemy_url(database_url),
         pool_size=settings.db_pool_size,
         max_overflow=0,
+        pool_timeout=settings.db_pool_timeout_s,
         connect_args={"server_settings": {"role": settings.db_app_role, "jit": "off"}},
     )
 

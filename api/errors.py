@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy.exc
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from api.database import DatabaseBusy
 from domain.errors import CarbonRewardsError, ErrorKind, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,14 @@ def _unstorable_text(exc: BaseException) -> bool:
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):  # the pool had no free connection in time
+        return _domain_error(
+            request,
+            DatabaseBusy(
+                "every database connection stayed in use while the request waited; retry shortly",
+                headers={"Retry-After": "1"},
+            ),
+        )
     if _unstorable_text(exc):
         # Input that slipped past validation into a query, not a fault of the service: the request's
         # transaction is rolled back like any failed request's, and the client is told what to fix.

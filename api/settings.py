@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         description="Role the service assumes on every connection; it may not UPDATE or DELETE ledger rows.",
     )
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_pool_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a request waits for a free database connection before answering 503 database_busy.",
+    )
     ready_timeout_s: float = Field(
         default=2.0, gt=0, description="How long /health/ready waits for the database before answering 503."
     )

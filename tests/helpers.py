@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
 import re
@@ -117,6 +118,31 @@ async def scratch_database(server_url: str) -> AsyncIterator[str]:
         yield url
     finally:
         await drop_database(server_url, name)
+
+
+@asynccontextmanager
+async def served(app: Any) -> AsyncIterator[str]:
+    """The app served by uvicorn on a free port of 127.0.0.1, in this event loop; yields its base URL.
+
+    For tests that need requests to run side by side (the test client runs them one at a time).
+    """
+    import uvicorn
+
+    from api.workers import listening_socket
+
+    listener = listening_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    serving = asyncio.ensure_future(server.serve(sockets=[listener]))
+    try:
+        while not server.started:
+            assert not serving.done(), "the server failed to start"
+            await asyncio.sleep(0.05)
+        host, port = listener.getsockname()
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await serving
+        listener.close()
 
 
 @asynccontextmanager

@@ -6,6 +6,7 @@ registers its own, so that one partner's open circuit never affects another test
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,10 +16,20 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
+from api.app import create_app
 from domain.signatures import SIGNATURE_HEADER, sign
 from integrations.partners import PartnerEndpoint, PartnerGateway, PartnerUnavailable, RetryPolicy
 from integrations.simulators.partner import PartnerSimulator
-from tests.helpers import PartnerHandle, bearer, link_account, register_partner, sign_in_operator, sign_in_resident
+from tests.helpers import (
+    PartnerHandle,
+    bearer,
+    identity_settings,
+    link_account,
+    register_partner,
+    served,
+    sign_in_operator,
+    sign_in_resident,
+)
 from tests.test_actions_ingest import trip, yesterday_at
 
 
@@ -237,3 +248,35 @@ def partner_sim_url() -> Any:
     with PartnerSimulator("recycling") as sim:
         sim.configure("whsec_test")
         yield sim.url, "whsec_test"
+
+
+async def test_a_claim_waiting_on_a_slow_partner_holds_no_database_connection(
+    database_url: str, sms_gateway: Any, city_idp: Any
+) -> None:
+    """With one pooled connection, a request served while a claim waits on its partner still gets it."""
+    app = create_app(identity_settings(sms_gateway, city_idp, db_pool_size=1, db_pool_timeout_s=0.5), database_url)
+    async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        admin = bearer(await sign_in_operator(client, database_url, "admin"))
+        resident = bearer(await sign_in_resident(client, sms_gateway))
+        with PartnerSimulator("transit") as simulator:
+            partner = await register_partner(client, admin, simulator)
+            ref = await link_account(client, resident, partner)
+            record = simulator.add_record(trip(ref, yesterday_at(11), 20, 6_000))
+            simulator.mode, simulator.slow_s = "slow", 3.0  # answers after 3 s, within the partner timeout
+            calls = simulator.calls
+            claim = asyncio.ensure_future(
+                client.post(
+                    "/v1/me/actions/claims",
+                    json={"partner_id": partner.id, "external_id": record["external_id"]},
+                    headers=resident,
+                )
+            )
+            while simulator.calls == calls:  # until the claim is waiting on the partner
+                assert not claim.done(), claim.result().text
+                await asyncio.sleep(0.02)
+            meanwhile = await client.get("/v1/me/links", headers=resident)
+            assert not claim.done(), "the claim must still be waiting on the partner"
+            assert meanwhile.status_code == 200, meanwhile.text  # 503 database_busy if the claim held it
+            claimed = await claim
+            assert claimed.status_code == 200, claimed.text
+            assert claimed.json()["outcome"] == "credited"

@@ -1,13 +1,15 @@
-"""The service's SQLAlchemy pool: a fixed number of connections, reused under a burst."""
+"""The service's SQLAlchemy pool: a fixed number of connections, and a clear answer when all are busy."""
 
 from __future__ import annotations
 
 import asyncio
 
+import httpx
 from sqlalchemy import text
 
+from api.app import create_app
 from api.database import open_engine
-from tests.helpers import app_settings
+from tests.helpers import app_settings, served
 
 
 async def test_a_burst_waits_for_pooled_connections_instead_of_opening_more(database_url: str) -> None:
@@ -26,3 +28,18 @@ async def test_a_burst_waits_for_pooled_connections_instead_of_opening_more(data
     finally:
         await engine.dispose()
     assert len(set(pids)) == 2
+
+
+async def test_a_request_that_finds_every_connection_in_use_is_told_to_retry(database_url: str) -> None:
+    """Past the pool's wait, a request answers 503 ``database_busy`` with Retry-After, not a 500."""
+    app = create_app(app_settings(db_pool_size=1, db_pool_timeout_s=0.3), database_url)
+    login = {"username": "nobody-here", "password": "not the password at all"}
+    async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        async with app.state.sessionmaker() as holder:
+            await holder.execute(text("SELECT 1"))  # holds the only connection until the block ends
+            busy = await client.post("/v1/auth/operator/login", json=login)
+        assert busy.status_code == 503, busy.text
+        assert busy.headers["content-type"].startswith("application/problem+json")
+        assert busy.json()["code"] == "database_busy"
+        assert busy.headers["retry-after"] == "1"
+        assert (await client.post("/v1/auth/operator/login", json=login)).status_code == 401

@@ -236,10 +236,17 @@ def _now() -> datetime:
 
 
 async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under the session, inside the session's transaction."""
+    """The asyncpg connection under the session, inside the session's transaction.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN only with the first statement, so one is sent through
+    the session when none has been yet; otherwise statements on the raw connection would each commit
+    on their own, outside the transaction that the request commits or rolls back.
+    """
     connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    return raw.driver_connection  # type: ignore[return-value]
+    driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection  # type: ignore[assignment]
+    if not driver.is_in_transaction():
+        await connection.exec_driver_sql("SELECT 1")
+    return driver
 
 
 async def _partner(session: AsyncSession, partner_id: uuid.UUID) -> Partner:
@@ -379,23 +386,27 @@ async def claim(
 ) -> RecordResult:
     """A resident's claim: fetch the record from the partner, check it is theirs, decide it like a push.
 
-    The partner is called before anything is written, so a failed call leaves nothing behind.
+    The partner is called before anything is written, and with no database connection held: the
+    partner and the resident's links are read in a short session of their own, so that claims
+    waiting on a slow partner cannot take the pool's connections from every other request. The
+    decision re-reads the links in the request's transaction.
     """
-    partner = await _partner(session, partner_id)
-    links = await list_links(session, resident_id, partner_id)
-    if not links:
+    async with AsyncSession(session.bind, expire_on_commit=False) as lookup:
+        partner = await _partner(lookup, partner_id)
+        refs = {link.partner_account_ref for link in await list_links(lookup, resident_id, partner_id)}
+        endpoint, kind = _endpoint(rt, partner), ActionKind(partner.kind)
+    if not refs:
         raise NotLinkedAtPartner("link your account at this partner first (POST /v1/me/links)")
-    raw = await rt.partners.fetch_record(_endpoint(rt, partner), external_id)
+    raw = await rt.partners.fetch_record(endpoint, external_id)
     if raw is None:
         raise RecordNotFound(f"the partner has no record {external_id!r}")
-    kind = ActionKind(partner.kind)
     try:
         record = parse_record(kind, raw)
     except InvalidRecord as exc:
         raise PartnerBadResponse(f"the partner's record is malformed: {exc.detail}") from None
     if record.external_id != external_id:
         raise PartnerBadResponse("the partner answered with a different record than the one asked for")
-    if record.account_ref not in {link.partner_account_ref for link in links}:
+    if record.account_ref not in refs:
         raise RecordNotFound(f"the partner has no record {external_id!r} for your linked accounts")
     conn = await raw_connection(session)
     [result] = await _ingest(conn, rt, partner_id, kind, [raw], "claim", _now())
