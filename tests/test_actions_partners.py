@@ -250,10 +250,11 @@ def partner_sim_url() -> Any:
         yield sim.url, "whsec_test"
 
 
-async def test_a_claim_waiting_on_a_slow_partner_holds_no_database_connection(
-    database_url: str, sms_gateway: Any, city_idp: Any
+@pytest.mark.parametrize("waiting", ["claim", "link"])
+async def test_a_request_waiting_on_a_slow_partner_holds_no_database_connection(
+    database_url: str, sms_gateway: Any, city_idp: Any, waiting: str
 ) -> None:
-    """With one pooled connection, a request served while a claim waits on its partner still gets it."""
+    """With one pooled connection, a request served while a claim (or a link) waits on its partner still gets it."""
     app = create_app(identity_settings(sms_gateway, city_idp, db_pool_size=1, db_pool_timeout_s=0.5), database_url)
     async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
         admin = bearer(await sign_in_operator(client, database_url, "admin"))
@@ -261,22 +262,23 @@ async def test_a_claim_waiting_on_a_slow_partner_holds_no_database_connection(
         with PartnerSimulator("transit") as simulator:
             partner = await register_partner(client, admin, simulator)
             ref = await link_account(client, resident, partner)
-            record = simulator.add_record(trip(ref, yesterday_at(11), 20, 6_000))
+            if waiting == "claim":
+                record = simulator.add_record(trip(ref, yesterday_at(11), 20, 6_000))
+                path, body = "/v1/me/actions/claims", {"partner_id": partner.id, "external_id": record["external_id"]}
+            else:
+                other = simulator.open_account()
+                path = "/v1/me/links"
+                body = {"partner_id": partner.id, "partner_account_ref": other, "link_code": simulator.link_code(other)}
             simulator.mode, simulator.slow_s = "slow", 3.0  # answers after 3 s, within the partner timeout
             calls = simulator.calls
-            claim = asyncio.ensure_future(
-                client.post(
-                    "/v1/me/actions/claims",
-                    json={"partner_id": partner.id, "external_id": record["external_id"]},
-                    headers=resident,
-                )
-            )
-            while simulator.calls == calls:  # until the claim is waiting on the partner
-                assert not claim.done(), claim.result().text
+            slow = asyncio.ensure_future(client.post(path, json=body, headers=resident))
+            while simulator.calls == calls:  # until the request is waiting on the partner
+                assert not slow.done(), slow.result().text
                 await asyncio.sleep(0.02)
             meanwhile = await client.get("/v1/me/links", headers=resident)
-            assert not claim.done(), "the claim must still be waiting on the partner"
-            assert meanwhile.status_code == 200, meanwhile.text  # 503 database_busy if the claim held it
-            claimed = await claim
-            assert claimed.status_code == 200, claimed.text
-            assert claimed.json()["outcome"] == "credited"
+            assert not slow.done(), "the first request must still be waiting on the partner"
+            assert meanwhile.status_code == 200, meanwhile.text  # 503 database_busy if the first held it
+            answered = await slow
+            assert answered.status_code in (200, 201), answered.text
+            if waiting == "claim":
+                assert answered.json()["outcome"] == "credited"

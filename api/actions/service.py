@@ -249,6 +249,16 @@ async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
     return driver
 
 
+def lookup_session(session: AsyncSession) -> AsyncSession:
+    """A short read-only session beside the request's, for what must be read before calling a partner.
+
+    The request's session keeps its connection until the request ends; a partner call made while it
+    holds one would let requests waiting on a slow partner take every connection of the (fixed)
+    pool from all other requests. Closing this session gives its connection back before the call.
+    """
+    return AsyncSession(session.bind, expire_on_commit=False)
+
+
 async def _partner(session: AsyncSession, partner_id: uuid.UUID) -> Partner:
     partner = await session.get(Partner, partner_id)
     if partner is None:
@@ -278,15 +288,18 @@ async def link_account(
     """Link a partner account once the partner confirms the code it showed to the account's holder.
 
     Returns the link and whether it is new; linking an account the resident already holds is a no-op.
+    The partner is asked with no database connection held (see ``lookup_session``); the unique index
+    on active links settles a race with another resident meanwhile.
     """
-    partner = await _partner(session, partner_id)
-    existing = await _active_link(session, partner_id, account_ref)
+    async with lookup_session(session) as lookup:
+        endpoint = _endpoint(rt, await _partner(lookup, partner_id))
+        existing = await _active_link(lookup, partner_id, account_ref)
     if existing is not None:
         if existing.resident_id == resident_id:
             return existing, False
         raise AccountAlreadyLinked("this account is linked to another resident; they must unlink it first")
     link_id = uuid.uuid4()  # also the verification's request id, the same in each of its retries
-    if not await rt.partners.verify_account(_endpoint(rt, partner), account_ref, link_code, link_id):
+    if not await rt.partners.verify_account(endpoint, account_ref, link_code, link_id):
         raise LinkNotVerified("ask the partner's app for a new link code and try again")
     link = PartnerLink(id=link_id, resident_id=resident_id, partner_id=partner_id, partner_account_ref=account_ref)
     session.add(link)
@@ -386,12 +399,10 @@ async def claim(
 ) -> RecordResult:
     """A resident's claim: fetch the record from the partner, check it is theirs, decide it like a push.
 
-    The partner is called before anything is written, and with no database connection held: the
-    partner and the resident's links are read in a short session of their own, so that claims
-    waiting on a slow partner cannot take the pool's connections from every other request. The
-    decision re-reads the links in the request's transaction.
+    The partner is called before anything is written, and with no database connection held (see
+    ``lookup_session``); the decision re-reads the links in the request's transaction.
     """
-    async with AsyncSession(session.bind, expire_on_commit=False) as lookup:
+    async with lookup_session(session) as lookup:
         partner = await _partner(lookup, partner_id)
         refs = {link.partner_account_ref for link in await list_links(lookup, resident_id, partner_id)}
         endpoint, kind = _endpoint(rt, partner), ActionKind(partner.kind)
