@@ -6,6 +6,7 @@ import asyncio
 import base64
 import random
 import re
+import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -118,6 +119,25 @@ async def scratch_database(server_url: str) -> AsyncIterator[str]:
         yield url
     finally:
         await drop_database(server_url, name)
+
+
+def unused_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on, for a server a test starts later (or never).
+
+    Taken below the kernel's ephemeral range (32768 and up on Linux), so that no socket bound to
+    port 0 meanwhile (the simulators, other test processes' servers) and no outgoing connection
+    can be handed the same port between this check and its use.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 32_000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no unused port found below the ephemeral range")
 
 
 @asynccontextmanager

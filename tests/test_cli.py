@@ -8,7 +8,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,14 +23,9 @@ import psutil
 import pytest
 
 from api.cli import main
+from tests.helpers import unused_port
 
 CLI = [sys.executable, "-m", "api.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def postgres_processes(data_dir: Path) -> list[psutil.Process]:
@@ -61,7 +55,7 @@ def embedded_env() -> dict[str, str]:
 
 class Service:
     def __init__(self, data_dir: Path, *options: str) -> None:
-        self.port = free_port()
+        self.port = unused_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [*CLI, "serve", "--port", str(self.port), "--data-dir", str(data_dir), *options],

@@ -13,16 +13,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from integrations.idp import CityIdentityProvider, IdentityProviderUnavailable, IdTokenInvalid
+from integrations.idp import (
+    CityIdentityProvider,
+    IdentityProviderUnavailable,
+    IdTokenInvalid,
+)
 from integrations.simulators.city_idp import CityIdpSimulator
 from integrations.simulators.sms_gateway import SmsGatewaySimulator
 from integrations.sms import HttpSmsGateway, SmsGatewayUnavailable
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.helpers import unused_port
 
 
 class Attempts:
@@ -49,7 +48,7 @@ def silent_listener() -> Iterator[str]:
 
 
 async def test_a_gateway_that_comes_up_between_attempts_gets_the_code_once() -> None:
-    port = free_port()
+    port = unused_port()
     started: list[SmsGatewaySimulator] = []
     attempts = Attempts(start_on=2, before=lambda: started.append(SmsGatewaySimulator(port=port).start()))
     try:
@@ -67,7 +66,7 @@ async def test_a_gateway_that_comes_up_between_attempts_gets_the_code_once() -> 
 async def test_a_gateway_nobody_listens_at_is_tried_connect_attempts_times() -> None:
     attempts = Attempts()
     async with httpx.AsyncClient(timeout=10, event_hooks={"request": [attempts]}) as client:
-        gateway = HttpSmsGateway(f"http://127.0.0.1:{free_port()}/send", client, connect_attempts=3)
+        gateway = HttpSmsGateway(f"http://127.0.0.1:{unused_port()}/send", client, connect_attempts=3)
         with pytest.raises(SmsGatewayUnavailable, match="ConnectError"):
             await gateway.send("+8613900000001", "hi")
     assert attempts.count == 3
@@ -94,7 +93,7 @@ def provider_at(port: int, client: httpx.AsyncClient, connect_attempts: int) -> 
 
 
 async def test_the_identity_providers_keys_are_fetched_once_it_can_be_reached() -> None:
-    port = free_port()
+    port = unused_port()
     started: list[CityIdpSimulator] = []
     attempts = Attempts(start_on=3, before=lambda: started.append(CityIdpSimulator(port=port).start()))
     stranger = CityIdpSimulator()
@@ -119,7 +118,7 @@ async def test_an_unreachable_identity_provider_is_a_clear_failure_after_its_att
     stranger = CityIdpSimulator()
     try:
         async with httpx.AsyncClient(timeout=10, event_hooks={"request": [attempts]}) as client:
-            idp = provider_at(free_port(), client, connect_attempts=2)
+            idp = provider_at(unused_port(), client, connect_attempts=2)
             with pytest.raises(IdentityProviderUnavailable, match="ConnectError"):
                 await idp.verify(stranger.id_token("resident-1", "carbon-rewards"))
         assert attempts.count == 2

@@ -11,11 +11,12 @@ import time
 import httpx
 
 from domain.signatures import SIGNATURE_HEADER, sign
-from tests.test_cli import embedded_env, free_port
+from tests.helpers import unused_port
+from tests.test_cli import embedded_env
 
 
 def test_simulate_serves_a_partner_until_interrupted() -> None:
-    port = free_port()
+    port = unused_port()
     env = {**embedded_env(), "CARBON_SIM_WEBHOOK_SECRET": "whsec_demo"}
     child = subprocess.Popen(
         [sys.executable, "-m", "api.cli", "simulate", "recycling", "--port", str(port), "--accounts", "1"],
