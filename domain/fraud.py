@@ -108,9 +108,6 @@ class TripHistory:
         for trip in trips:
             self.add(trip)
 
-    def __len__(self) -> int:
-        return len(self._trips)
-
     def add(self, trip: Trip) -> None:
         at = bisect_right(self._starts, trip.started_at)
         self._trips.insert(at, trip)
