@@ -280,7 +280,8 @@ class AccountCache:
     Safe because an account never changes once committed (the table is append-only) and a writer's
     transaction creates none: every account it reads was committed by someone. Code whose own
     transaction may create accounts must not fill a shared cache, since a rollback would leave an
-    account here that does not exist. Holds at most ``capacity`` accounts, dropping the oldest.
+    account here that does not exist; a cache of that transaction's own is fine. Holds at most
+    ``capacity`` accounts, dropping the oldest.
     """
 
     def __init__(self, capacity: int = 100_000) -> None:
@@ -315,10 +316,14 @@ class AccountCache:
 
 
 async def apply_transfers(
-    conn: asyncpg.Connection, transfers: Sequence[NewTransfer], *, slot: int | None = None
+    conn: asyncpg.Connection,
+    transfers: Sequence[NewTransfer],
+    *,
+    slot: int | None = None,
+    accounts: AccountCache | None = None,
 ) -> list[TransferOutcome]:
     """Create a batch of transfers in the caller's transaction; one result per transfer, in order."""
-    return (await apply_segments(conn, [transfers], slot=slot))[0]
+    return (await apply_segments(conn, [transfers], slot=slot, accounts=accounts))[0]
 
 
 async def apply_segments(

@@ -785,31 +785,40 @@ def credit_transfers(action: uuid.UUID, resident_id: uuid.UUID, reduction: Reduc
     ]
 
 
-async def ensure_accounts(conn: asyncpg.Connection, accounts: Iterable[NewAccount]) -> None:
-    """Create the accounts that do not exist yet (idempotent; one lookup when they all exist)."""
+async def ensure_accounts(conn: asyncpg.Connection, accounts: Iterable[NewAccount]) -> store.AccountCache:
+    """Create the accounts that do not exist yet (idempotent; one lookup when they all exist).
+
+    Returns them as this transaction's own account cache, so that its ledger writes need not look
+    them up again (the cache is not shared: the transaction may have created some of them).
+    """
     wanted = {a.id: a for a in accounts}
-    known = await store.lookup_accounts(conn, wanted)
+    found = store.AccountCache()
+    known = await found.read(conn, wanted)
     missing = [a for i, a in wanted.items() if i not in known]
     if missing:
         await store.create_accounts(conn, missing)
+        await found.read(conn, [a.id for a in missing])
+    return found
 
 
 async def _credit(conn: asyncpg.Connection, credited: list[_Decided]) -> None:
     if not credited:
         return
     residents = {d.resident_id for d in credited}
-    await ensure_accounts(
+    accounts = await ensure_accounts(
         conn,
         [*SYSTEM_ACCOUNTS, *(f(r) for r in residents for f in (resident_points_account, resident_carbon_account))],
     )
     transfers = [t for d in credited for t in credit_transfers(d.id, d.resident_id, d.reduction, d.points)]  # type: ignore[arg-type]
-    await apply_credits(conn, transfers)
+    await apply_credits(conn, transfers, accounts)
 
 
-async def apply_credits(conn: asyncpg.Connection, transfers: list[NewTransfer]) -> None:
+async def apply_credits(
+    conn: asyncpg.Connection, transfers: list[NewTransfer], accounts: store.AccountCache | None = None
+) -> None:
     """Write credit transfers in the caller's transaction; any refusal aborts it (nothing half-credited)."""
     try:
-        outcomes = await store.apply_transfers(conn, transfers)
+        outcomes = await store.apply_transfers(conn, transfers, accounts=accounts)
     except LedgerConflict as exc:
         raise LedgerBusy("a conflicting ledger write won; retry the request", headers={"Retry-After": "1"}) from exc
     refused = [o for o in outcomes if not o.applied]
