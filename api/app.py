@@ -61,10 +61,7 @@ from integrations.idp import (
 )
 from integrations.partners import PartnerGateway, RetryPolicy
 from integrations.sms import HttpSmsGateway, LoggingSms, NoSmsConfigured, SmsSender
-from ledger.checkpoint import Signer
-from ledger.sealer import Sealer
-from ledger.service import Ledger
-from ledger.transparency import LogReader
+from ledger import Ledger, LogReader, Sealer, Signer
 
 API_VERSION = "0.3.0"
 

@@ -27,7 +27,7 @@ from integrations.embedded_postgres import (
 if TYPE_CHECKING:
     import asyncpg
 
-    from ledger.verify import VerifyReport
+    from ledger import VerifyReport
 
 T = TypeVar("T")
 
@@ -161,14 +161,14 @@ async def _on_database(settings: Settings, work: Callable[[asyncpg.Connection], 
 
 
 async def _verify_database(settings: Settings) -> int:
-    from ledger.audit import verify_database
+    from ledger import verify_database
 
     report = await _on_database(settings, lambda conn: verify_database(conn, settings.ledger_log_origin))
     return _print_report(report, "leaf, checkpoint root, signature and balance")
 
 
 def _verify_export(path: Path) -> int:
-    from ledger.verify import ExportFormatError, read_export, verify_log
+    from ledger import ExportFormatError, read_export, verify_log
 
     try:
         export = read_export(path)
@@ -181,7 +181,7 @@ def _verify_export(path: Path) -> int:
 
 
 async def _export(settings: Settings, output: Path) -> int:
-    from ledger.audit import export_database
+    from ledger import export_database
 
     with output.open("w", encoding="utf-8") as out:
         count = await _on_database(settings, lambda conn: export_database(conn, out, settings.ledger_log_origin))

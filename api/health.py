@@ -12,7 +12,7 @@ from msgspec import Struct
 from api.database import current_revision, head_revision
 from api.settings import Settings
 from domain.errors import ServiceUnavailable
-from ledger.service import Ledger
+from ledger import Ledger
 
 
 class LiveStatus(Struct):

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.actions.service import VOLUME_HISTORY
 from api.settings import Settings
-from ledger.periodic import PeriodicTask
+from ledger import PeriodicTask
 
 log = logging.getLogger(__name__)
 

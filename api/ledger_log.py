@@ -18,8 +18,7 @@ from msgspec import Struct
 
 from api.auth.guards import authenticate
 from api.settings import Settings
-from ledger.checkpoint import Checkpoint, timestamp_millis
-from ledger.transparency import LogReader
+from ledger import Checkpoint, LogReader, timestamp_millis
 
 
 def _b64(data: bytes) -> str:

@@ -12,7 +12,7 @@ from typing import IO
 
 import asyncpg
 
-from ledger import log_store, store
+from ledger import balances, log_store
 from ledger.verify import (
     LogRecord,
     LogVerifier,
@@ -61,8 +61,8 @@ async def verify_database(conn: asyncpg.Connection, origin: str, *, check_balanc
                 stray["would_be_position"],
             )
         if check_balances:
-            balances = await store.recompute_balances(conn)
-            for drift in balances.drifted:
+            recomputed = await balances.recompute_balances(conn)
+            for drift in recomputed.drifted:
                 report.add(
                     "balance_drift",
                     f"account {drift.account_id}: stored balance {drift.stored.as_tuple()} but its transfers give "

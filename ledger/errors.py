@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from domain.errors import (
     CarbonRewardsError,
     Conflict,
@@ -24,6 +26,12 @@ class LedgerUsageError(CarbonRewardsError):
     code = "ledger_usage_error"
     kind = ErrorKind.INTERNAL
     title = "The ledger was used incorrectly"
+
+
+def require_transaction(conn: Any) -> None:
+    """Refuse a write on a connection outside a transaction: the caller must own one (see ``ledger.store``)."""
+    if not conn.is_in_transaction():
+        raise LedgerUsageError("ledger writes must run inside the caller's transaction")
 
 
 class LedgerClosed(CarbonRewardsError):

@@ -6,8 +6,8 @@ transaction, so a burst of single-transfer calls costs a handful of commits rath
 Every submission keeps its own results and linked chains. Each writer keeps one connection, and the
 writers share a cache of the accounts they have read (accounts never change), so a group costs a few
 round trips. Code that must write ledger entries in
-the same transaction as its own rows (crediting an action, say) calls ``ledger.store`` directly on
-its transaction's connection instead.
+the same transaction as its own rows (crediting an action, say) calls ``apply_in_transaction`` on
+its transaction's connection instead (see docs/ledger.md, "Two write paths").
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from uuid import UUID
 
 import asyncpg
 
-from ledger import store
+from ledger import account_store, balances, store
 from ledger.errors import LedgerClosed, LedgerConflict
 from ledger.models import BALANCE_SLOTS
 from ledger.periodic import PeriodicTask
@@ -77,7 +77,7 @@ class Ledger:
             PeriodicTask("ledger-expiry", self._expire_round, expiry_interval_s) if expiry_interval_s else None
         )
         self._writers: list[asyncio.Task[None]] = []
-        self._accounts = store.AccountCache()
+        self._accounts = account_store.AccountCache()
         self._closed = False
         self._slot_base = random.randrange(BALANCE_SLOTS)
 
@@ -129,7 +129,7 @@ class Ledger:
 
     async def create_accounts(self, accounts: Sequence[NewAccount]) -> list[AccountOutcome]:
         async with self.pool.acquire() as conn, conn.transaction():
-            return await store.create_accounts(conn, accounts)
+            return await account_store.create_accounts(conn, accounts)
 
     async def create_transfers(self, transfers: Sequence[NewTransfer]) -> list[TransferOutcome]:
         """Apply a list of transfers atomically per linked chain; returns one result per transfer."""
@@ -227,9 +227,14 @@ class Ledger:
 
     # ----------------------------------------------------------------------------------------- reads
 
+    async def ping(self) -> None:
+        """One round trip on a pooled connection: the readiness probe of the ledger's own pool."""
+        async with self.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
     async def lookup_accounts(self, ids: Sequence[UUID]) -> dict[UUID, Account]:
         async with self.pool.acquire() as conn:
-            return await store.lookup_accounts(conn, ids)
+            return await account_store.lookup_accounts(conn, ids)
 
     async def lookup_transfers(self, ids: Sequence[UUID]) -> dict[UUID, Transfer]:
         async with self.pool.acquire() as conn:
@@ -237,16 +242,16 @@ class Ledger:
 
     async def get_balances(self, account_ids: Sequence[UUID]) -> dict[UUID, Balance]:
         async with self.pool.acquire() as conn:
-            return await store.get_balances(conn, account_ids)
+            return await balances.get_balances(conn, account_ids)
 
     async def recompute_balances(self, *, repair: bool = False) -> RecomputeReport:
         isolation = "read_committed" if repair else "repeatable_read"
         async with self.pool.acquire() as conn, conn.transaction(isolation=isolation, readonly=not repair):
-            return await store.recompute_balances(conn, repair=repair)
+            return await balances.recompute_balances(conn, repair=repair)
 
     async def ledger_totals(self) -> dict[str, dict[str, int]]:
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            return await store.ledger_totals(conn)
+            return await balances.ledger_totals(conn)
 
 
 class _WriterConnection:

@@ -1,4 +1,4 @@
-"""PostgreSQL storage of the ledger, on an asyncpg connection inside the caller's transaction.
+"""PostgreSQL storage of the ledger's transfers, on an asyncpg connection inside the caller's transaction.
 
 The caller owns the transaction (a request scope, a job, or the group committer); these functions
 only read, lock and write. Concurrency control, in the order locks are taken so that no two
@@ -23,22 +23,16 @@ from uuid import UUID
 
 import asyncpg
 
+from ledger.account_store import SELECT_ACCOUNTS, AccountCache, ensure_accounts, lookup_accounts
 from ledger.engine import BatchProcessor
-from ledger.errors import LedgerConflict, LedgerUsageError
+from ledger.errors import LedgerConflict, require_transaction
 from ledger.models import BALANCE_SLOTS
 from ledger.types import (
-    MAX_CODE_LENGTH,
-    MAX_OWNER_REF_LENGTH,
-    ZERO_ID,
     Account,
-    AccountOutcome,
     Balance,
-    BalanceDrift,
-    CreateAccountResult,
     LedgerUnit,
     NewAccount,
     NewTransfer,
-    RecomputeReport,
     Transfer,
     TransferOutcome,
 )
@@ -47,19 +41,12 @@ _TRANSFER_COLUMNS = (
     "id, debit_account_id, credit_account_id, amount, ledger, code, reference, metadata::text AS metadata, "
     "pending, post_pending, void_pending, linked, pending_id, timeout_s, timestamp, expires_at"
 )
-_ACCOUNT_COLUMNS = (
-    "id, ledger, code, owner_ref, debits_must_not_exceed_credits, credits_must_not_exceed_debits, created_at"
-)
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 
 # Keyed reads probe the index once per key (a LATERAL subquery that OFFSET 0 keeps from being
 # flattened), rather than ``col = ANY($1)``: a plan cached while a table was small (a new ledger, before
 # autovacuum's first ANALYZE) would otherwise keep scanning the whole table as it grows, and the write
 # path's cost would grow with the ledger instead of with the batch.
-_SELECT_ACCOUNTS = f"""
-    SELECT a.* FROM unnest($1::uuid[]) AS k(id)
-    CROSS JOIN LATERAL (SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE id = k.id OFFSET 0) AS a
-"""
 _SELECT_TRANSFERS = f"""
     SELECT t.* FROM unnest($1::uuid[]) AS k(id)
     CROSS JOIN LATERAL (SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE id = k.id OFFSET 0) AS t
@@ -99,7 +86,7 @@ _ADD_TO_BALANCES = """
 #: Statements of the write path, prepared when a connection opens so that asyncpg's type
 #: introspection never runs while a transaction holds ledger locks.
 HOT_STATEMENTS = (
-    _SELECT_ACCOUNTS,
+    SELECT_ACCOUNTS,
     _SELECT_TRANSFERS,
     _SELECT_RESOLUTIONS,
     _LOCK_IDS,
@@ -135,11 +122,6 @@ def connection_slot(conn: asyncpg.Connection) -> int:
     return conn.get_server_pid() % BALANCE_SLOTS
 
 
-def _require_transaction(conn: asyncpg.Connection) -> None:
-    if not conn.is_in_transaction():
-        raise LedgerUsageError("ledger writes must run inside the caller's transaction")
-
-
 def _transfer_from_row(row: asyncpg.Record) -> Transfer:
     metadata = row["metadata"]
     return Transfer(
@@ -162,157 +144,21 @@ def _transfer_from_row(row: asyncpg.Record) -> Transfer:
     )
 
 
-def _account_from_row(row: asyncpg.Record) -> Account:
-    return Account(
-        id=row["id"],
-        ledger=LedgerUnit(row["ledger"]),
-        code=row["code"],
-        owner_ref=row["owner_ref"],
-        debits_must_not_exceed_credits=row["debits_must_not_exceed_credits"],
-        credits_must_not_exceed_debits=row["credits_must_not_exceed_debits"],
-        created_at=row["created_at"],
-    )
-
-
-# ---------------------------------------------------------------------------------------------- accounts
-
-
-def _account_static_check(a: NewAccount) -> CreateAccountResult | None:
-    if a.id == ZERO_ID:
-        return CreateAccountResult.ID_MUST_NOT_BE_ZERO
-    if a.debits_must_not_exceed_credits and a.credits_must_not_exceed_debits:
-        return CreateAccountResult.FLAGS_ARE_MUTUALLY_EXCLUSIVE
-    if a.ledger not in LedgerUnit.__members__.values():
-        return CreateAccountResult.LEDGER_UNKNOWN
-    if not a.code:
-        return CreateAccountResult.CODE_MUST_NOT_BE_EMPTY
-    if len(a.code) > MAX_CODE_LENGTH:
-        return CreateAccountResult.CODE_TOO_LONG
-    if a.owner_ref is not None and len(a.owner_ref) > MAX_OWNER_REF_LENGTH:
-        return CreateAccountResult.OWNER_REF_TOO_LONG
-    return None
-
-
-def _compare_account(a: NewAccount, e: Account) -> CreateAccountResult:
-    if (a.debits_must_not_exceed_credits, a.credits_must_not_exceed_debits) != (
-        e.debits_must_not_exceed_credits,
-        e.credits_must_not_exceed_debits,
-    ):
-        return CreateAccountResult.EXISTS_WITH_DIFFERENT_FLAGS
-    if a.ledger != e.ledger:
-        return CreateAccountResult.EXISTS_WITH_DIFFERENT_LEDGER
-    if a.code != e.code:
-        return CreateAccountResult.EXISTS_WITH_DIFFERENT_CODE
-    if a.owner_ref != e.owner_ref:
-        return CreateAccountResult.EXISTS_WITH_DIFFERENT_OWNER_REF
-    return CreateAccountResult.EXISTS
-
-
-async def create_accounts(conn: asyncpg.Connection, accounts: Sequence[NewAccount]) -> list[AccountOutcome]:
-    """Create accounts idempotently: an identical re-submission is ``exists``, a different one names the field."""
-    _require_transaction(conn)
-    failures = {i: _account_static_check(a) for i, a in enumerate(accounts)}
-    valid: dict[UUID, NewAccount] = {}
-    for i, a in enumerate(accounts):
-        if failures[i] is None:
-            valid.setdefault(a.id, a)
-    inserted: set[UUID] = set()
-    if valid:
-        rows = await conn.fetch(
-            """
-            INSERT INTO ledger_accounts
-                (id, ledger, code, owner_ref, debits_must_not_exceed_credits, credits_must_not_exceed_debits)
-            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::bool[])
-            ORDER BY 1
-            ON CONFLICT DO NOTHING
-            RETURNING id
-            """,
-            list(valid),
-            [a.ledger.value for a in valid.values()],
-            [a.code for a in valid.values()],
-            [a.owner_ref for a in valid.values()],
-            [a.debits_must_not_exceed_credits for a in valid.values()],
-            [a.credits_must_not_exceed_debits for a in valid.values()],
-        )
-        inserted = {r["id"] for r in rows}
-        if inserted:
-            await conn.execute(
-                "INSERT INTO ledger_balances (account_id, slot) SELECT unnest($1::uuid[]), 0",
-                sorted(inserted),
-            )
-    existing = await lookup_accounts(conn, [i for i in valid if i not in inserted])
-    seen: set[UUID] = set()
-    outcomes = []
-    for i, a in enumerate(accounts):
-        if failures[i] is not None:
-            outcomes.append(AccountOutcome(a.id, failures[i]))  # type: ignore[arg-type]
-        elif a.id in inserted and a.id not in seen:
-            outcomes.append(AccountOutcome(a.id, CreateAccountResult.OK))
-        else:
-            stored = existing.get(a.id) or _as_account(valid[a.id])
-            outcomes.append(AccountOutcome(a.id, _compare_account(a, stored)))
-        seen.add(a.id)
-    return outcomes
-
-
-def _as_account(a: NewAccount) -> Account:
-    return Account(
-        id=a.id,
-        ledger=a.ledger,
-        code=a.code,
-        owner_ref=a.owner_ref,
-        debits_must_not_exceed_credits=a.debits_must_not_exceed_credits,
-        credits_must_not_exceed_debits=a.credits_must_not_exceed_debits,
-    )
-
-
-async def lookup_accounts(conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict[UUID, Account]:
-    ids = list(set(ids))
-    if not ids:
-        return {}
-    rows = await conn.fetch(_SELECT_ACCOUNTS, ids)
-    return {r["id"]: _account_from_row(r) for r in rows}
-
-
-class AccountCache:
-    """Accounts already read, kept by a long-lived writer so that most groups skip the accounts query.
-
-    Safe because an account never changes once committed (the table is append-only) and a writer's
-    transaction creates none: every account it reads was committed by someone. Code whose own
-    transaction may create accounts must not fill a shared cache, since a rollback would leave an
-    account here that does not exist; a cache of that transaction's own is fine. Holds at most
-    ``capacity`` accounts, dropping the oldest.
-    """
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self.capacity = capacity
-        self._accounts: dict[UUID, Account] = {}
-
-    def __len__(self) -> int:
-        return len(self._accounts)
-
-    async def read(self, conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict[UUID, Account]:
-        """The existing accounts among ``ids``, from memory where possible and the database otherwise."""
-        known = self._accounts
-        found: dict[UUID, Account] = {}
-        missing = []
-        for i in ids:
-            account = known.get(i)
-            if account is None:
-                missing.append(i)
-            else:
-                found[i] = account
-        if missing:
-            fetched = await lookup_accounts(conn, missing)
-            found.update(fetched)
-            for account_id, account in fetched.items():
-                if len(known) >= self.capacity:
-                    del known[next(iter(known))]
-                known[account_id] = account
-        return found
-
-
 # --------------------------------------------------------------------------------------------- transfers
+
+
+async def apply_in_transaction(
+    conn: asyncpg.Connection, transfers: Sequence[NewTransfer], *, accounts: Iterable[NewAccount] = ()
+) -> list[TransferOutcome]:
+    """The in-transaction write path: ledger entries that commit or roll back with the caller's own rows.
+
+    Creates those of ``accounts`` that do not exist yet, then applies ``transfers``, on ``conn`` inside
+    the caller's transaction (one result per transfer, in order). The accounts read or created here
+    serve the transfers too, so a credit to known accounts costs one accounts lookup. Raises
+    ``LedgerConflict`` on a deadlock or serialisation failure: the caller's transaction must be retried.
+    """
+    cache = await ensure_accounts(conn, accounts)
+    return await apply_transfers(conn, transfers, accounts=cache)
 
 
 async def apply_transfers(
@@ -340,7 +186,7 @@ async def apply_segments(
     is a writer's cache of accounts read before (see ``AccountCache`` for when one may be used).
     Raises ``LedgerConflict`` on a deadlock or serialisation failure: the transaction must be retried.
     """
-    _require_transaction(conn)
+    require_transaction(conn)
     try:
         return await _apply_segments(conn, segments, connection_slot(conn) if slot is None else slot, accounts)
     except _RETRYABLE as exc:
@@ -444,23 +290,6 @@ async def lookup_transfers(conn: asyncpg.Connection, ids: Iterable[UUID]) -> dic
     return {r["id"]: _transfer_from_row(r) for r in rows}
 
 
-async def get_balances(conn: asyncpg.Connection, account_ids: Iterable[UUID]) -> dict[UUID, Balance]:
-    """Current balances (sum of the striped slots) of existing accounts."""
-    rows = await conn.fetch(
-        """
-        SELECT k.id AS account_id, s.dp, s.dpo, s.cp, s.cpo FROM unnest($1::uuid[]) AS k(id)
-        CROSS JOIN LATERAL (
-            SELECT count(*) AS slots, sum(debits_pending)::bigint AS dp, sum(debits_posted)::bigint AS dpo,
-                   sum(credits_pending)::bigint AS cp, sum(credits_posted)::bigint AS cpo
-            FROM ledger_balances WHERE account_id = k.id OFFSET 0
-        ) AS s
-        WHERE s.slots > 0
-        """,
-        list(set(account_ids)),
-    )
-    return {r["account_id"]: Balance(r["dp"], r["dpo"], r["cp"], r["cpo"]) for r in rows}
-
-
 async def find_expired_pending(conn: asyncpg.Connection, limit: int) -> list[Transfer]:
     """Pending transfers whose timeout has passed and that nobody has posted or voided yet."""
     rows = await conn.fetch(
@@ -475,88 +304,3 @@ async def find_expired_pending(conn: asyncpg.Connection, limit: int) -> list[Tra
     return [_transfer_from_row(r) for r in rows]
 
 
-# ------------------------------------------------------------------------------------------ verification
-
-_RECOMPUTE_SQL = """
-WITH effects AS (
-    SELECT t.debit_account_id AS account_id,
-           CASE WHEN t.pending THEN t.amount
-                WHEN t.post_pending OR t.void_pending THEN -p.amount ELSE 0 END AS dp,
-           CASE WHEN t.pending OR t.void_pending THEN 0 ELSE t.amount END AS dpo,
-           0::bigint AS cp, 0::bigint AS cpo
-    FROM ledger_transfers AS t LEFT JOIN ledger_transfers AS p ON p.id = t.pending_id
-    UNION ALL
-    SELECT t.credit_account_id, 0, 0,
-           CASE WHEN t.pending THEN t.amount
-                WHEN t.post_pending OR t.void_pending THEN -p.amount ELSE 0 END,
-           CASE WHEN t.pending OR t.void_pending THEN 0 ELSE t.amount END
-    FROM ledger_transfers AS t LEFT JOIN ledger_transfers AS p ON p.id = t.pending_id
-),
-expected AS (
-    SELECT account_id, sum(dp) AS dp, sum(dpo) AS dpo, sum(cp) AS cp, sum(cpo) AS cpo
-    FROM effects GROUP BY account_id
-),
-stored AS (
-    SELECT account_id, sum(debits_pending) AS dp, sum(debits_posted) AS dpo,
-           sum(credits_pending) AS cp, sum(credits_posted) AS cpo
-    FROM ledger_balances GROUP BY account_id
-)
-SELECT a.id,
-       coalesce(s.dp, 0)::bigint AS s_dp, coalesce(s.dpo, 0)::bigint AS s_dpo,
-       coalesce(s.cp, 0)::bigint AS s_cp, coalesce(s.cpo, 0)::bigint AS s_cpo,
-       coalesce(e.dp, 0)::bigint AS e_dp, coalesce(e.dpo, 0)::bigint AS e_dpo,
-       coalesce(e.cp, 0)::bigint AS e_cp, coalesce(e.cpo, 0)::bigint AS e_cpo
-FROM ledger_accounts AS a
-LEFT JOIN stored AS s ON s.account_id = a.id
-LEFT JOIN expected AS e ON e.account_id = a.id
-"""
-
-
-async def recompute_balances(conn: asyncpg.Connection, *, repair: bool = False) -> RecomputeReport:
-    """Rebuild every balance from the transfers and report the accounts whose stored balance drifted.
-
-    Run it in a REPEATABLE READ transaction to compare one consistent snapshot. With ``repair``,
-    the table is locked against writers and each drifted account's slot 0 is corrected so that the
-    sum of its slots equals the recomputed balance.
-    """
-    if repair:
-        _require_transaction(conn)
-        await conn.execute("LOCK TABLE ledger_balances IN EXCLUSIVE MODE")
-    rows = await conn.fetch(_RECOMPUTE_SQL)
-    drifted = []
-    for r in rows:
-        stored = Balance(r["s_dp"], r["s_dpo"], r["s_cp"], r["s_cpo"])
-        expected = Balance(r["e_dp"], r["e_dpo"], r["e_cp"], r["e_cpo"])
-        if stored.as_tuple() != expected.as_tuple():
-            drifted.append(BalanceDrift(r["id"], stored, expected))
-    if repair and drifted:
-        await conn.executemany(
-            """
-            INSERT INTO ledger_balances AS b
-                (account_id, slot, debits_pending, debits_posted, credits_pending, credits_posted)
-            VALUES ($1, 0, $2, $3, $4, $5)
-            ON CONFLICT (account_id, slot) DO UPDATE SET
-                debits_pending = b.debits_pending + EXCLUDED.debits_pending,
-                debits_posted = b.debits_posted + EXCLUDED.debits_posted,
-                credits_pending = b.credits_pending + EXCLUDED.credits_pending,
-                credits_posted = b.credits_posted + EXCLUDED.credits_posted
-            """,
-            [
-                (d.account_id, *(e - s for e, s in zip(d.recomputed.as_tuple(), d.stored.as_tuple(), strict=True)))
-                for d in drifted
-            ],
-        )
-    return RecomputeReport(accounts_checked=len(rows), drifted=drifted, repaired=repair and bool(drifted))
-
-
-async def ledger_totals(conn: asyncpg.Connection) -> dict[str, dict[str, Any]]:
-    """Per ledger: total debits and credits (posted and pending). Double entry means they are equal."""
-    rows = await conn.fetch(
-        """
-        SELECT a.ledger, sum(b.debits_posted)::bigint AS debits_posted, sum(b.credits_posted)::bigint AS credits_posted,
-               sum(b.debits_pending)::bigint AS debits_pending, sum(b.credits_pending)::bigint AS credits_pending
-        FROM ledger_balances AS b JOIN ledger_accounts AS a ON a.id = b.account_id
-        GROUP BY a.ledger
-        """
-    )
-    return {r["ledger"]: dict(r) for r in rows}

@@ -9,7 +9,7 @@ from dataclasses import replace
 import asyncpg
 import pytest
 
-from ledger import store
+from ledger import LedgerUsageError, account_store, apply_in_transaction, store
 from ledger.service import Ledger
 from ledger.types import (
     AccountCode,
@@ -201,6 +201,40 @@ async def test_concurrent_submissions_of_one_id_from_independent_transactions_ap
     assert (await balance(ledger, resident)).credits_posted == 26
 
 
+async def test_the_in_transaction_path_creates_missing_accounts_and_rolls_back_with_its_caller(
+    ledger: Ledger,
+) -> None:
+    """``apply_in_transaction`` writes in the caller's transaction: accounts and transfers commit or vanish together."""
+    issuance = await make_issuance(ledger)
+    fresh = NewAccount(id=uuid.uuid4(), ledger=LedgerUnit.POINTS, code=AccountCode.RESIDENT_POINTS)
+    credit = transfer(issuance, fresh.id, 5)
+
+    class CallerFailed(Exception):
+        pass
+
+    with pytest.raises(CallerFailed):
+        async with ledger.pool.acquire() as conn, conn.transaction():
+            [applied] = await apply_in_transaction(conn, [credit], accounts=[fresh])
+            assert applied.result is R.OK
+            raise CallerFailed
+    assert await ledger.lookup_accounts([fresh.id]) == {}
+    assert await ledger.lookup_transfers([credit.id]) == {}
+
+    async with ledger.pool.acquire() as conn, conn.transaction():
+        [applied] = await apply_in_transaction(conn, [credit], accounts=[fresh])
+    assert applied.result is R.OK
+    assert (await balance(ledger, fresh.id)).credits_posted == 5
+    async with ledger.pool.acquire() as conn, conn.transaction():
+        [again] = await apply_in_transaction(conn, [credit], accounts=[fresh])
+    assert again.result is R.EXISTS
+
+
+async def test_the_in_transaction_path_needs_a_transaction(ledger: Ledger) -> None:
+    async with ledger.pool.acquire() as conn:
+        with pytest.raises(LedgerUsageError):
+            await apply_in_transaction(conn, [transfer(uuid.uuid4(), uuid.uuid4(), 1)])
+
+
 # -------------------------------------------------------------------------------------------- limits
 
 
@@ -327,7 +361,7 @@ async def test_an_account_created_after_a_refusal_is_found_by_the_writers(ledger
 
 async def test_the_account_cache_keeps_at_most_its_capacity(ledger: Ledger) -> None:
     ids = [await make_account(ledger) for _ in range(3)]
-    cache = store.AccountCache(capacity=2)
+    cache = account_store.AccountCache(capacity=2)
     async with ledger.pool.acquire() as conn:
         assert set(await cache.read(conn, ids)) == set(ids)
         assert len(cache) == 2

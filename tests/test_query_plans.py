@@ -16,12 +16,12 @@ import asyncpg
 import pytest
 
 from api.actions import service as actions
-from ledger import log_store, store
+from ledger import account_store, log_store, statements, store
 from tests.helpers import APP_ROLE
 
 KEYED = {
-    "accounts by id": store._SELECT_ACCOUNTS,  # noqa: SLF001 - the statements themselves are under test
-    "transfers by id": store._SELECT_TRANSFERS,  # noqa: SLF001
+    "accounts by id": account_store.SELECT_ACCOUNTS,
+    "transfers by id": store._SELECT_TRANSFERS,  # noqa: SLF001 - the statements themselves are under test
     "resolutions by pending id": store._SELECT_RESOLUTIONS,  # noqa: SLF001
     "limited balances locked": store._LOCK_LIMITED_BALANCES,  # noqa: SLF001
     "balance increments": store._ADD_TO_BALANCES,  # noqa: SLF001
@@ -31,7 +31,7 @@ KEYED = {
     "actions by id": actions.EXISTING_ACTIONS,
     "a resident's earlier trips": actions.EARLIER_TRIPS,
     "a resident's points per day": actions.CAP_USAGE,
-    "a resident's statement": actions.STATEMENT_ENTRIES,
+    "an account statement": statements.ACCOUNT_ENTRIES,
 }
 #: A value of each parameter type, for EXPLAIN EXECUTE.
 SAMPLE = {

@@ -25,7 +25,7 @@ import binascii
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -62,16 +62,20 @@ from domain.identity import Principal
 from domain.methodologies import MethodologyRegistry, Reduction, points_for
 from domain.signatures import SignatureReplayed, verify
 from integrations.partners import PartnerBadResponse, PartnerEndpoint, PartnerGateway
-from ledger import store
-from ledger.accounts import (
+from ledger import (
     CARBON_POOL,
     ISSUANCE_POINTS,
     SYSTEM_ACCOUNTS,
+    LedgerConflict,
+    LedgerUnit,
+    NewTransfer,
+    TransferCode,
+    account_entries,
+    apply_in_transaction,
+    get_balances,
     resident_carbon_account,
     resident_points_account,
 )
-from ledger.errors import LedgerConflict
-from ledger.types import LedgerUnit, NewAccount, NewTransfer, TransferCode
 
 #: Advisory-lock class of "one resident's actions are being decided" (the two-int lock space).
 RESIDENT_LOCK_CLASS = 0x61637431  # "act1"
@@ -104,26 +108,6 @@ CAP_USAGE = """
         GROUP BY 1, 2, 3 OFFSET 0
     ) AS u
 """
-# Newest first, per account and side, each from its (account, timestamp) index; a transfer never has
-# both sides among one resident's accounts (they are on different ledgers), so nothing repeats.
-STATEMENT_ENTRIES = """
-    SELECT t.id, t.timestamp, t.ledger, t.code, t.amount, t.reference, t.pending, t.void_pending,
-           t.post_pending, t.credit_account_id = ANY($1::uuid[]) AS credit
-    FROM unnest($1::uuid[]) AS a(id)
-    CROSS JOIN LATERAL (
-        (SELECT * FROM ledger_transfers
-         WHERE debit_account_id = a.id AND (timestamp, id) < ($2::timestamptz, $3::uuid)
-         ORDER BY timestamp DESC, id DESC LIMIT $4::int)
-        UNION ALL
-        (SELECT * FROM ledger_transfers
-         WHERE credit_account_id = a.id AND (timestamp, id) < ($2::timestamptz, $3::uuid)
-         ORDER BY timestamp DESC, id DESC LIMIT $4::int)
-    ) AS t
-    ORDER BY t.timestamp DESC, t.id DESC
-    LIMIT $4::int
-"""
-
-
 class PartnerNotFound(NotFound):
     code = "partner_not_found"
     title = "No such partner"
@@ -785,40 +769,14 @@ def credit_transfers(action: uuid.UUID, resident_id: uuid.UUID, reduction: Reduc
     ]
 
 
-async def ensure_accounts(conn: asyncpg.Connection, accounts: Iterable[NewAccount]) -> store.AccountCache:
-    """Create the accounts that do not exist yet (idempotent; one lookup when they all exist).
-
-    Returns them as this transaction's own account cache, so that its ledger writes need not look
-    them up again (the cache is not shared: the transaction may have created some of them).
-    """
-    wanted = {a.id: a for a in accounts}
-    found = store.AccountCache()
-    known = await found.read(conn, wanted)
-    missing = [a for i, a in wanted.items() if i not in known]
-    if missing:
-        await store.create_accounts(conn, missing)
-        await found.read(conn, [a.id for a in missing])
-    return found
-
-
 async def _credit(conn: asyncpg.Connection, credited: list[_Decided]) -> None:
     if not credited:
         return
     residents = {d.resident_id for d in credited}
-    accounts = await ensure_accounts(
-        conn,
-        [*SYSTEM_ACCOUNTS, *(f(r) for r in residents for f in (resident_points_account, resident_carbon_account))],
-    )
+    accounts = [*SYSTEM_ACCOUNTS, *(f(r) for r in residents for f in (resident_points_account, resident_carbon_account))]
     transfers = [t for d in credited for t in credit_transfers(d.id, d.resident_id, d.reduction, d.points)]  # type: ignore[arg-type]
-    await apply_credits(conn, transfers, accounts)
-
-
-async def apply_credits(
-    conn: asyncpg.Connection, transfers: list[NewTransfer], accounts: store.AccountCache | None = None
-) -> None:
-    """Write credit transfers in the caller's transaction; any refusal aborts it (nothing half-credited)."""
     try:
-        outcomes = await store.apply_transfers(conn, transfers, accounts=accounts)
+        outcomes = await apply_in_transaction(conn, transfers, accounts=accounts)
     except LedgerConflict as exc:
         raise LedgerBusy("a conflicting ledger write won; retry the request", headers={"Retry-After": "1"}) from exc
     refused = [o for o in outcomes if not o.applied]
@@ -927,7 +885,7 @@ class ResidentBalance:
 
 async def balance(session: AsyncSession, resident_id: uuid.UUID) -> ResidentBalance:
     points_account, carbon_account = resident_points_account(resident_id), resident_carbon_account(resident_id)
-    balances = await store.get_balances(await raw_connection(session), [points_account.id, carbon_account.id])
+    balances = await get_balances(await raw_connection(session), [points_account.id, carbon_account.id])
     points = balances.get(points_account.id)
     carbon = balances.get(carbon_account.id)
     return ResidentBalance(
@@ -987,28 +945,24 @@ class StatementLine:
 async def statement(session: AsyncSession, resident_id: uuid.UUID, cursor: str | None, limit: int) -> Page:
     """The resident's ledger entries (points and grams CO₂e), newest first."""
     accounts = [resident_points_account(resident_id).id, resident_carbon_account(resident_id).id]
-    after = decode_cursor(cursor) or (datetime.max.replace(tzinfo=UTC), uuid.UUID(int=2**128 - 1))
-    rows = await (await raw_connection(session)).fetch(
-        STATEMENT_ENTRIES,
-        accounts,
-        after[0],
-        after[1],
-        limit + 1,
+    after = decode_cursor(cursor)
+    entries = await account_entries(
+        await raw_connection(session), accounts, **({"before": after} if after else {}), limit=limit + 1
     )
     lines = [
         StatementLine(
-            transfer_id=r["id"],
-            timestamp=r["timestamp"],
-            ledger=r["ledger"],
-            code=r["code"],
-            amount=r["amount"],
-            direction="credit" if r["credit"] else "debit",
-            reference=r["reference"],
-            pending=r["pending"],
+            transfer_id=e.transfer_id,
+            timestamp=e.timestamp,
+            ledger=e.ledger,
+            code=e.code,
+            amount=e.amount,
+            direction="credit" if e.credit else "debit",
+            reference=e.reference,
+            pending=e.pending,
         )
-        for r in rows[:limit]
+        for e in entries[:limit]
     ]
-    more = len(rows) > limit
+    more = len(entries) > limit
     return Page(lines, encode_cursor(lines[-1].timestamp, lines[-1].transfer_id) if more else None)
 
 

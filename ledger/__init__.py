@@ -1,0 +1,103 @@
+"""The ledger's face: everything the rest of the service may use of it, and nothing more.
+
+Other packages import from ``ledger`` only, never from its modules (an import contract checks it),
+so the storage, the engine and the Merkle log can change behind this list. Two ways to write:
+
+* ``Ledger.create_transfers``: group commit, for transfers that stand alone (a redemption's hold,
+  say). Concurrent calls share a transaction; each gets its own results.
+* ``apply_in_transaction``: on the caller's own connection and transaction, for ledger entries that
+  must commit or roll back together with the caller's rows (an action and its credit).
+
+Reads for the API: ``get_balances`` and ``account_entries`` on the caller's connection, and
+``LogReader`` for checkpoints and proofs. The chart of accounts (``accounts``) derives every
+resident's account ids, so no lookup table is needed. See docs/ledger.md.
+"""
+
+from ledger.accounts import (
+    CARBON_POOL,
+    ISSUANCE_POINTS,
+    SYSTEM_ACCOUNTS,
+    resident_carbon_account,
+    resident_points_account,
+)
+from ledger.audit import export_database, verify_database
+from ledger.balances import get_balances
+from ledger.checkpoint import Checkpoint, PublicKey, Signer, timestamp_millis
+from ledger.errors import (
+    CheckpointRejected,
+    LedgerClosed,
+    LedgerConflict,
+    LedgerUsageError,
+    TransferNotSealed,
+    TreeSizeNotFound,
+)
+from ledger.ids import uuid7
+from ledger.periodic import PeriodicTask
+from ledger.sealer import Sealer
+from ledger.service import Ledger, expiry_void_id
+from ledger.statements import Entry, account_entries
+from ledger.store import apply_in_transaction
+from ledger.transparency import LogReader
+from ledger.types import (
+    Account,
+    AccountCode,
+    AccountOutcome,
+    Balance,
+    CreateAccountResult,
+    CreateTransferResult,
+    LedgerUnit,
+    NewAccount,
+    NewTransfer,
+    RecomputeReport,
+    Transfer,
+    TransferCode,
+    TransferOutcome,
+)
+from ledger.verify import ExportFormatError, VerifyReport, read_export, verify_log
+
+__all__ = [
+    "CARBON_POOL",
+    "ISSUANCE_POINTS",
+    "SYSTEM_ACCOUNTS",
+    "Account",
+    "AccountCode",
+    "AccountOutcome",
+    "Balance",
+    "Checkpoint",
+    "CheckpointRejected",
+    "CreateAccountResult",
+    "CreateTransferResult",
+    "Entry",
+    "ExportFormatError",
+    "Ledger",
+    "LedgerClosed",
+    "LedgerConflict",
+    "LedgerUnit",
+    "LedgerUsageError",
+    "LogReader",
+    "NewAccount",
+    "NewTransfer",
+    "PeriodicTask",
+    "PublicKey",
+    "RecomputeReport",
+    "Sealer",
+    "Signer",
+    "Transfer",
+    "TransferCode",
+    "TransferNotSealed",
+    "TransferOutcome",
+    "TreeSizeNotFound",
+    "VerifyReport",
+    "account_entries",
+    "apply_in_transaction",
+    "export_database",
+    "expiry_void_id",
+    "get_balances",
+    "read_export",
+    "resident_carbon_account",
+    "resident_points_account",
+    "timestamp_millis",
+    "uuid7",
+    "verify_database",
+    "verify_log",
+]

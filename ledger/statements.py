@@ -1,0 +1,67 @@
+"""Account statements: the entries of a set of accounts, newest first, a page at a time.
+
+A statement is read straight from the transfers, not from the balance projection, so every line is
+a transfer anyone can find in the Merkle log. Pages are keyed by ``(timestamp, id)``: stable while
+transfers are appended, since a new transfer is always later than the page a reader holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+import asyncpg
+
+#: Where a statement starts when no page was read yet: after every possible entry.
+START = (datetime.max.replace(tzinfo=UTC), UUID(int=2**128 - 1))
+
+# Newest first, per account and side, each from its (account, timestamp) index; the outer query
+# merges them. The callers' account sets hold at most one side of any transfer (a resident's points
+# and carbon accounts are on different ledgers), so no transfer is listed twice.
+ACCOUNT_ENTRIES = """
+    SELECT t.id, t.timestamp, t.ledger, t.code, t.amount, t.reference, t.pending, t.void_pending,
+           t.post_pending, t.credit_account_id = ANY($1::uuid[]) AS credit
+    FROM unnest($1::uuid[]) AS a(id)
+    CROSS JOIN LATERAL (
+        (SELECT * FROM ledger_transfers
+         WHERE debit_account_id = a.id AND (timestamp, id) < ($2::timestamptz, $3::uuid)
+         ORDER BY timestamp DESC, id DESC LIMIT $4::int)
+        UNION ALL
+        (SELECT * FROM ledger_transfers
+         WHERE credit_account_id = a.id AND (timestamp, id) < ($2::timestamptz, $3::uuid)
+         ORDER BY timestamp DESC, id DESC LIMIT $4::int)
+    ) AS t
+    ORDER BY t.timestamp DESC, t.id DESC
+    LIMIT $4::int
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One transfer as seen from the statement's accounts: ``credit`` says which side they are on."""
+
+    transfer_id: UUID
+    timestamp: datetime
+    ledger: str
+    code: str
+    amount: int
+    reference: str | None
+    pending: bool
+    credit: bool
+
+
+async def account_entries(
+    conn: asyncpg.Connection,
+    account_ids: Sequence[UUID],
+    *,
+    before: tuple[datetime, UUID] = START,
+    limit: int,
+) -> list[Entry]:
+    """Up to ``limit`` entries of ``account_ids`` older than ``before`` (a ``(timestamp, transfer id)``), newest first."""
+    rows = await conn.fetch(ACCOUNT_ENTRIES, list(account_ids), before[0], before[1], limit)
+    return [
+        Entry(r["id"], r["timestamp"], r["ledger"], r["code"], r["amount"], r["reference"], r["pending"], r["credit"])
+        for r in rows
+    ]
