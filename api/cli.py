@@ -72,8 +72,8 @@ def _serve_workers(settings: Settings) -> None:
     """
     import os
 
-    from api.app import prepare_keys
     from api.database import migrate_if_behind, start_embedded_database
+    from api.keys import prepare_keys
     from api.workers import run_workers
 
     embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir / "pg")
@@ -206,8 +206,9 @@ def _operator_password() -> str:
 async def _create_operator(settings: Settings, username: str, role: str) -> int:
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
-    from api.auth.service import RequestMeta, create_operator, password_hasher
     from api.database import migrate_if_behind, open_engine, resolve_database
+    from api.identity import create_operator, password_hasher
+    from api.request_meta import RequestMeta
     from domain.errors import CarbonRewardsError
     from domain.identity import Role
 

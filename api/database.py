@@ -1,7 +1,16 @@
-"""Where the database is, how to migrate it, and whether it is ready.
+"""The database plumbing, in one place: where the database is, how to migrate it, the SQLAlchemy
+engine and its sessions, and who owns a transaction.
 
 ``resolve_database`` turns settings into a running server: the one in ``DATABASE_URL``, or an
 embedded PostgreSQL started in the data directory. The caller owns what it returns and stops it.
+
+Transactions have one owner each. A request's transaction belongs to its scope
+(``provide_db_session``): it commits when the handler returns and rolls back when it raises, before
+the response is sent, so a commit failure becomes an error response rather than a false success.
+A background job or a CLI command owns its own (``async with sessionmaker() as s, s.begin()``).
+Services only flush. ``raw_connection`` lets a service run set-based SQL inside the request's
+transaction; ``lookup_session`` reads what must be known before calling a partner, with no
+connection held during the call.
 """
 
 from __future__ import annotations
@@ -15,10 +24,11 @@ import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from litestar.datastructures import State
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from api.settings import Settings
-from domain.errors import ServiceUnavailable
+from domain.errors import CarbonRewardsError, ServiceUnavailable
 from integrations.embedded_postgres import (
     EMBEDDED_DATABASE,
     EmbeddedPostgres,
@@ -59,6 +69,59 @@ def open_engine(settings: Settings, database_url: str) -> AsyncEngine:
         pool_timeout=settings.db_pool_timeout_s,
         connect_args={"server_settings": {"role": settings.db_app_role, "jit": "off"}},
     )
+
+
+async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
+    """The request scope's session, which owns the request's transaction.
+
+    Errors marked ``keeps_writes`` (a wrong one-time code, a replayed refresh token) commit what the
+    request recorded before the error response is sent.
+    """
+    async with state.sessionmaker() as session:
+        try:
+            yield session
+        except CarbonRewardsError as exc:
+            if exc.keeps_writes:
+                await session.commit()
+            else:
+                await session.rollback()
+            raise
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under the session, inside the session's transaction.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN only with the first statement, so one is sent through
+    the session when none has been yet; otherwise statements on the raw connection would each commit
+    on their own, outside the transaction that the request commits or rolls back.
+    """
+    connection = await session.connection()
+    driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection  # type: ignore[assignment]
+    if not driver.is_in_transaction():
+        await connection.exec_driver_sql("SELECT 1")
+    return driver
+
+
+def lookup_session(session: AsyncSession) -> AsyncSession:
+    """A short read-only session beside the request's, for what must be read before calling a partner.
+
+    The request's session keeps its connection until the request ends; a partner call made while it
+    holds one would let requests waiting on a slow partner take every connection of the (fixed)
+    pool from all other requests. Closing this session gives its connection back before the call.
+    """
+    return AsyncSession(session.bind, expire_on_commit=False)
+
+
+async def engine_revision(engine: AsyncEngine) -> str | None:
+    """The schema revision, read through the engine's pool: the readiness probe of the pool requests use."""
+    async with engine.connect() as connection:
+        driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection  # type: ignore[assignment]
+        return await current_revision(driver)
 
 
 def alembic_config(url: str, app_role: str) -> Config:

@@ -5,14 +5,20 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import sqlalchemy.exc
 from litestar import Controller, get
 from litestar.di import NamedDependency
 from msgspec import Struct
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.database import current_revision, head_revision
+from api.database import engine_revision, head_revision
 from api.settings import Settings
 from domain.errors import ServiceUnavailable
 from ledger import Ledger
+
+#: What a probe of a pool may fail with: no route, a refused or dropped connection, a timeout, an
+#: error of the server, or the pool's own timeout.
+_UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlalchemy.exc.SQLAlchemyError)
 
 
 class LiveStatus(Struct):
@@ -24,6 +30,9 @@ class ReadyStatus(Struct):
     database: str
     schema_revision: str | None
     expected_revision: str | None
+    #: Each connection pool of this process and its state: ``requests`` (the pool request handlers
+    #: wait on) and ``ledger`` (group commit, the sealer, the Merkle log's reads).
+    pools: dict[str, str]
 
 
 class DatabaseNotReady(ServiceUnavailable):
@@ -39,19 +48,34 @@ class HealthController(Controller):
     async def live(self) -> LiveStatus:
         return LiveStatus(status="ok")
 
-    @get("/ready", summary="The database is reachable and migrated to the latest revision")
-    async def ready(self, ledger: NamedDependency[Ledger], settings: NamedDependency[Settings]) -> ReadyStatus:
+    @get(
+        "/ready",
+        summary="The database is reachable from every connection pool and migrated to the latest revision",
+    )
+    async def ready(
+        self, engine: NamedDependency[AsyncEngine], ledger: NamedDependency[Ledger], settings: NamedDependency[Settings]
+    ) -> ReadyStatus:
         expected = head_revision()
         try:
             async with asyncio.timeout(settings.ready_timeout_s):
-                async with ledger.pool.acquire() as conn:
-                    revision = await current_revision(conn)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise DatabaseNotReady(f"database unreachable: {type(exc).__name__}") from exc
+                revision = await engine_revision(engine)
+        except _UNREACHABLE as exc:
+            raise DatabaseNotReady(f"database unreachable from the requests' pool: {type(exc).__name__}") from exc
+        try:
+            async with asyncio.timeout(settings.ready_timeout_s):
+                await ledger.ping()
+        except _UNREACHABLE as exc:
+            raise DatabaseNotReady(f"database unreachable from the ledger's pool: {type(exc).__name__}") from exc
         if revision != expected:
             raise DatabaseNotReady(
                 f"schema at revision {revision}, expected {expected}",
                 schema_revision=revision,
                 expected_revision=expected,
             )
-        return ReadyStatus(status="ok", database="reachable", schema_revision=revision, expected_revision=expected)
+        return ReadyStatus(
+            status="ok",
+            database="reachable",
+            schema_revision=revision,
+            expected_revision=expected,
+            pools={"requests": "ok", "ledger": "ok"},
+        )

@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.actions.service import VOLUME_HISTORY
 from api.settings import Settings
+from domain.fraud import VOLUME_HISTORY
 from ledger import PeriodicTask
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter
 from msgspec import Struct
 
-from api.auth.guards import authenticate
+from api.guards import authenticate
 from api.settings import Settings
 from ledger import Checkpoint, LogReader, timestamp_millis
 

@@ -293,14 +293,3 @@ def local_day(instant: datetime, offset: timedelta) -> date:
 
 def month_start(day: date) -> date:
     return day.replace(day=1)
-
-
-def anomaly_threshold(past_records: int, past_hours: int, *, factor: int, floor: int) -> int:
-    """Most records a partner may send in one hour before the rest go to review.
-
-    ``factor`` times its mean hourly volume over the hours it has been sending (up to a week), and
-    never less than ``floor``, so a new or quiet partner is not flagged for ordinary traffic.
-    """
-    if past_hours <= 0:
-        return floor
-    return max(floor, factor * past_records // past_hours)

@@ -3,13 +3,13 @@
 Plain functions over plain values, so that ingestion (push or claim) and the operator review both
 apply exactly the same rules. The bounds are this project's design choices, documented in the
 methodologies' notes: they reject what no honest record can look like, not what is merely unusual
-(unusual volumes go to review, see the partner-anomaly rule of the ingestion layer).
+(unusual volumes go to review: ``AnomalyRule``).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -174,3 +174,44 @@ def apply_caps(points: int, *, today: int, daily_cap: int, this_month: int, mont
         return Capped(points, 0, None)
     reason = "daily_cap_reached" if left_today <= left_month else "monthly_cap_reached"
     return Capped(credited, points - credited, reason)
+
+
+#: How far back a partner's usual hourly volume is measured.
+VOLUME_HISTORY = timedelta(days=7)
+
+
+def hour_of(moment: datetime) -> datetime:
+    """The start of the clock hour ``moment`` falls in (partners' volumes are counted per hour)."""
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def anomaly_threshold(past_records: int, past_hours: int, *, factor: int, floor: int) -> int:
+    """Most records a partner may send in one hour before the rest go to review.
+
+    ``factor`` times its mean hourly volume over the hours it has been sending (up to a week), and
+    never less than ``floor``, so a new or quiet partner is not flagged for ordinary traffic.
+    """
+    if past_hours <= 0:
+        return floor
+    return max(floor, factor * past_records // past_hours)
+
+
+@dataclass(frozen=True)
+class AnomalyRule:
+    """A partner pushing far beyond its usual hourly volume has the excess held for review."""
+
+    factor: int
+    floor: int
+
+    def allowance(self, hourly_records: Mapping[datetime, int], now: datetime) -> int:
+        """How many more records the partner may push in ``now``'s hour before the rest are held.
+
+        ``hourly_records`` are the records it pushed per hour over ``VOLUME_HISTORY``, this hour included.
+        """
+        hour = hour_of(now)
+        past = [h for h in hourly_records if h < hour]
+        past_hours = int((hour - min(past)).total_seconds() // 3600) if past else 0
+        threshold = anomaly_threshold(
+            sum(hourly_records[h] for h in past), past_hours, factor=self.factor, floor=self.floor
+        )
+        return threshold - hourly_records.get(hour, 0)

@@ -56,11 +56,13 @@ async def account_entries(
     conn: asyncpg.Connection,
     account_ids: Sequence[UUID],
     *,
-    before: tuple[datetime, UUID] = START,
+    before: tuple[datetime, UUID] | None = None,
     limit: int,
 ) -> list[Entry]:
-    """Up to ``limit`` entries of ``account_ids`` older than ``before`` (a ``(timestamp, transfer id)``), newest first."""
-    rows = await conn.fetch(ACCOUNT_ENTRIES, list(account_ids), before[0], before[1], limit)
+    """Up to ``limit`` entries of ``account_ids``, newest first, older than ``before`` (a ``(timestamp,
+    transfer id)``, the last entry of the previous page) when it is given."""
+    at, transfer_id = before or START
+    rows = await conn.fetch(ACCOUNT_ENTRIES, list(account_ids), at, transfer_id, limit)
     return [
         Entry(r["id"], r["timestamp"], r["ledger"], r["code"], r["amount"], r["reference"], r["pending"], r["credit"])
         for r in rows

@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 import api.actions.models  # noqa: F401 - registers the actions tables on SQLModel.metadata
-import api.auth.models  # noqa: F401 - registers the identity tables on SQLModel.metadata
+import api.audit_log.models  # noqa: F401 - registers the audit log's table on SQLModel.metadata
+import api.identity.models  # noqa: F401 - registers the identity tables on SQLModel.metadata
 import ledger.models  # noqa: F401 - registers the ledger tables on SQLModel.metadata
 
 config = context.config

@@ -265,8 +265,9 @@ async def create_operator(database_url: str, role: str, password: str = "correct
     """An operator created as the CLI does (through the service); returns its username."""
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
-    from api.auth.service import RequestMeta, password_hasher
-    from api.auth.service import create_operator as create
+    from api.identity import create_operator as create
+    from api.identity import password_hasher
+    from api.request_meta import RequestMeta
     from api.database import open_engine
     from domain.identity import Role
 

@@ -16,7 +16,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from domain.actions import anomaly_threshold
+from domain.fraud import anomaly_threshold
 from integrations.simulators.city_idp import CityIdpSimulator
 from integrations.simulators.partner import PartnerSimulator
 from integrations.simulators.sms_gateway import SmsGatewaySimulator

@@ -27,6 +27,7 @@ async def test_live_and_ready(client: AsyncTestClient) -> None:
     ready = await client.get("/health/ready")
     assert ready.status_code == 200
     assert ready.json()["schema_revision"] == ready.json()["expected_revision"] == head_revision()
+    assert ready.json()["pools"] == {"requests": "ok", "ledger": "ok"}
 
 
 async def test_not_ready_on_an_unmigrated_database(server_url: str) -> None:

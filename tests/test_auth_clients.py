@@ -11,7 +11,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from api.auth.keys import ServerSecret, decode_seed
+from api.keys import ServerSecret, decode_seed
 from integrations.simulators.city_idp import CityIdpSimulator
 from integrations.simulators.sms_gateway import SmsGatewaySimulator
 from tests.helpers import APP_ROLE, TEST_SERVER_SECRET, bearer, identity_settings, sign_in_operator

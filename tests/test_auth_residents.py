@@ -13,7 +13,7 @@ import asyncpg
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from api.auth.keys import ServerSecret, decode_seed
+from api.keys import ServerSecret, decode_seed
 from tests.helpers import (
     IDP_AUDIENCE,
     TEST_SERVER_SECRET,

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from api.auth.keys import TokenSigningKey, decode_seed
-from api.auth.tokens import AccessTokens
+from api.identity.tokens import AccessTokens, TokenSigningKey
+from api.keys import decode_seed
 from domain.identity import TokenInvalid
 from tests.helpers import (
     TEST_TOKEN_KEY,

@@ -6,7 +6,7 @@ import pytest
 from litestar.testing import RequestFactory
 
 from api.client_address import client_address, parse_networks
-from api.dependencies import request_meta_provider
+from api.request_meta import request_meta_provider
 from api.settings import Settings
 
 PROXIES = parse_networks(["10.0.0.0/8", "2001:db8::/32"])

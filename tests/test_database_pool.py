@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from api.app import create_app
@@ -43,3 +44,21 @@ async def test_a_request_that_finds_every_connection_in_use_is_told_to_retry(dat
         assert busy.json()["code"] == "database_busy"
         assert busy.headers["retry-after"] == "1"
         assert (await client.post("/v1/auth/operator/login", json=login)).status_code == 401
+
+
+@pytest.mark.parametrize("pool", ["requests", "ledger"])
+async def test_not_ready_while_a_pool_has_no_connection_to_give(database_url: str, pool: str) -> None:
+    """Readiness probes the pool requests wait on as well as the ledger's: either one exhausted is a 503
+    naming it. (With only the ledger's pool probed, a held requests' pool still answered ready.)"""
+    app = create_app(app_settings(db_pool_size=1, ready_timeout_s=0.5, seal_poll_interval_s=3600), database_url)
+    async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        if pool == "requests":
+            async with app.state.sessionmaker() as holder:
+                await holder.execute(text("SELECT 1"))  # holds the only connection until the block ends
+                response = await client.get("/health/ready")
+        else:
+            async with app.state.ledger.pool.acquire():
+                response = await client.get("/health/ready")
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "database_not_ready"
+    assert f"unreachable from the {pool}" in response.json()["detail"]

@@ -15,7 +15,7 @@ import re
 import asyncpg
 import pytest
 
-from api.actions import service as actions
+from api.actions import repository as actions
 from ledger import account_store, log_store, statements, store
 from tests.helpers import APP_ROLE
 

@@ -1,1 +1,15 @@
-"""Low-carbon actions: linked partner accounts, ingestion (push and claim), reviews and resident views."""
+"""Low-carbon actions: residents link partner accounts; partners push signed records or residents claim
+them; each record is decided once and credited to the ledger; operators review what was held; residents
+see their balance, actions, statement and impact.
+
+This file is the feature's face: other packages import from ``api.actions`` only. Modules, one job
+each: ``links``, ``ingestion`` (push and claim: read, decide, write), ``repository`` (all the SQL),
+``crediting`` (decisions into ledger transfers), ``reviews``, ``views`` (what a resident sees),
+``runtime`` (what the services need, from the settings), ``errors``, ``models``, ``schemas``,
+``controllers``. The decision itself is pure: ``domain.decision``.
+"""
+
+from api.actions.controllers import ROUTES
+from api.actions.runtime import ActionsRuntime, open_actions
+
+__all__ = ["ROUTES", "ActionsRuntime", "open_actions"]

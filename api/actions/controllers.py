@@ -14,7 +14,8 @@ from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.actions import service
+from api.actions import ingestion, links, reviews, views
+from api.actions.runtime import ActionsRuntime
 from api.actions.schemas import (
     ActionOut,
     ActionPage,
@@ -31,9 +32,9 @@ from api.actions.schemas import (
     StatementLineOut,
     StatementPage,
 )
-from api.actions.service import ActionsRuntime
-from api.auth.guards import ANY_OPERATOR, OPERATOR_ADMIN, PARTNER_ONLY, RESIDENT_ONLY
-from api.auth.service import RequestMeta
+from api.audit_log import Actor
+from api.guards import ANY_OPERATOR, OPERATOR_ADMIN, PARTNER_ONLY, RESIDENT_ONLY
+from api.request_meta import RequestMeta
 from domain.identity import Principal
 
 Cursor = Annotated[str | None, QueryParameter(required=False, max_length=200)]
@@ -59,7 +60,7 @@ class ResidentActionsController(Controller):
         actions: NamedDependency[ActionsRuntime],
         principal: NamedDependency[Principal],
     ) -> Response[LinkOut]:
-        link, created = await service.link_account(
+        link, created = await links.link_account(
             db_session, actions, principal.subject_id, data.partner_id, data.partner_account_ref, data.link_code
         )
         return Response(LinkOut.of(link), status_code=201 if created else 200)
@@ -68,7 +69,7 @@ class ResidentActionsController(Controller):
     async def links(
         self, db_session: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
     ) -> list[LinkOut]:
-        return [LinkOut.of(link) for link in await service.list_links(db_session, principal.subject_id)]
+        return [LinkOut.of(link) for link in await links.list_links(db_session, principal.subject_id)]
 
     @delete("/links/{link_id:uuid}", status_code=204, summary="Unlink a partner account")
     async def unlink(
@@ -77,7 +78,7 @@ class ResidentActionsController(Controller):
         db_session: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> None:
-        await service.unlink(db_session, principal.subject_id, link_id)
+        await links.unlink(db_session, principal.subject_id, link_id)
 
     @post(
         "/actions/claims",
@@ -93,7 +94,7 @@ class ResidentActionsController(Controller):
         actions: NamedDependency[ActionsRuntime],
         principal: NamedDependency[Principal],
     ) -> RecordResultOut:
-        result = await service.claim(db_session, actions, principal.subject_id, data.partner_id, data.external_id)
+        result = await ingestion.claim(db_session, actions, principal.subject_id, data.partner_id, data.external_id)
         return RecordResultOut.of(result)
 
     @get("/actions", summary="The resident's actions, newest first (cursor-paginated)")
@@ -104,14 +105,14 @@ class ResidentActionsController(Controller):
         cursor: Cursor = None,
         limit: Limit = 50,
     ) -> ActionPage:
-        page = await service.resident_actions(db_session, principal.subject_id, cursor, limit)
+        page = await views.resident_actions(db_session, principal.subject_id, cursor, limit)
         return ActionPage([ActionOut.of(a) for a in page.items], page.next_cursor)
 
     @get("/balance", summary="Points available, held, earned and spent, and grams CO₂e avoided")
     async def balance(
         self, db_session: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
     ) -> BalanceOut:
-        return BalanceOut.of(await service.balance(db_session, principal.subject_id))
+        return BalanceOut.of(await views.balance(db_session, principal.subject_id))
 
     @get("/ledger", summary="The resident's ledger entries, newest first (cursor-paginated)")
     async def ledger(
@@ -121,14 +122,14 @@ class ResidentActionsController(Controller):
         cursor: Cursor = None,
         limit: Limit = 50,
     ) -> StatementPage:
-        page = await service.statement(db_session, principal.subject_id, cursor, limit)
+        page = await views.statement(db_session, principal.subject_id, cursor, limit)
         return StatementPage([StatementLineOut.of(line) for line in page.items], page.next_cursor)
 
     @get("/impact", summary="Grams CO₂e avoided: in total, by kind, and by month")
     async def impact(
         self, db_session: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
     ) -> ImpactOut:
-        return ImpactOut.of(await service.impact(db_session, principal.subject_id))
+        return ImpactOut.of(await views.impact(db_session, principal.subject_id))
 
 
 def _signed_path(request: Request[Any, Any, Any]) -> str:
@@ -161,7 +162,7 @@ class PartnerActionsController(Controller):
         signature: Annotated[str | None, HeaderParameter(name="X-Carbon-Signature", required=False)] = None,
     ) -> BatchResult:
         body = await request.body()
-        results = await service.push_batch(db_session, actions, principal, signature, _signed_path(request), body)
+        results = await ingestion.push_batch(db_session, actions, principal, signature, _signed_path(request), body)
         return BatchResult.of(results)
 
 
@@ -175,7 +176,7 @@ class ReviewController(Controller):
     async def pending(self, db_session: NamedDependency[AsyncSession], limit: Limit = 100) -> list[ReviewItem]:
         return [
             ReviewItem(ActionOut.of(a), a.resident_id, a.account_ref, a.record)
-            for a in await service.pending_reviews(db_session, limit)
+            for a in await reviews.pending_reviews(db_session, limit)
         ]
 
     @post("/{action_id:uuid}", status_code=200, guards=[OPERATOR_ADMIN], summary="Approve or reject a held action")
@@ -185,11 +186,11 @@ class ReviewController(Controller):
         data: JSONBody[ReviewDecision],
         db_session: NamedDependency[AsyncSession],
         actions: NamedDependency[ActionsRuntime],
-        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
         request_meta: NamedDependency[RequestMeta],
     ) -> ActionOut:
-        action = await service.decide_review(
-            db_session, actions, principal, action_id, data.decision == "approve", data.reason, request_meta
+        action = await reviews.decide_review(
+            db_session, actions, actor, action_id, data.decision == "approve", data.reason, request_meta
         )
         return ActionOut.of(action)
 

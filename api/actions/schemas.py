@@ -11,7 +11,7 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 from msgspec import Meta, Struct
 
 from api.actions.models import Action, PartnerLink
-from api.actions.service import Impact, RecordResult, ResidentBalance, StatementLine
+from api.actions.views import Impact, ResidentBalance, StatementLine
 from domain.actions import (
     COMMON_FIELDS,
     CONTROL_CHARACTERS,
@@ -21,6 +21,7 @@ from domain.actions import (
     FieldType,
     RecordField,
 )
+from domain.decision import Decision
 
 Ref = Annotated[str, Meta(min_length=1, max_length=128)]
 
@@ -64,7 +65,7 @@ class RecordResultOut(Struct):
     methodology_version: int | None = None
 
     @classmethod
-    def of(cls, r: RecordResult) -> RecordResultOut:
+    def of(cls, r: Decision) -> RecordResultOut:
         return cls(
             index=r.index,
             outcome=r.outcome.value,
@@ -89,7 +90,7 @@ class BatchResult(Struct):
     pending_review: int
 
     @classmethod
-    def of(cls, results: list[RecordResult]) -> BatchResult:
+    def of(cls, results: list[Decision]) -> BatchResult:
         out = [RecordResultOut.of(r) for r in results]
         counts = {
             k: sum(1 for r in out if r.outcome == k) for k in ("credited", "duplicate", "rejected", "pending_review")

@@ -9,6 +9,7 @@ audiences, expired or not-yet-valid tokens, tampered payloads, and unknown roles
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,9 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from api.auth.keys import TokenSigningKey
 from domain.identity import SCOPES_BY_ROLE, Principal, Role, TokenExpired, TokenInvalid
 
 ALGORITHM = "EdDSA"
@@ -28,6 +28,26 @@ REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "nbf", "jti", "role", "sco
 LEEWAY_S = 5
 
 _BEARER_ERROR = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """First 8 bytes of SHA-256 of the raw public key, in hex (as for checkpoint keys)."""
+    return hashlib.sha256(public_key.public_bytes_raw()).hexdigest()[:16]
+
+
+class TokenSigningKey:
+    """The Ed25519 key this process signs access tokens with (its seed: ``api.keys.token_signing_seed``)."""
+
+    algorithm = "EdDSA"
+
+    def __init__(self, seed: bytes) -> None:
+        self.private_key = Ed25519PrivateKey.from_private_bytes(seed)
+        self.public_key = self.private_key.public_key()
+        self.kid = key_id(self.public_key)
+
+    @property
+    def public_bytes(self) -> bytes:
+        return self.public_key.public_bytes_raw()
 
 
 @dataclass(frozen=True)

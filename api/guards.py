@@ -1,26 +1,31 @@
-"""Authentication and role guards.
+"""Authentication and role guards, shared by every feature's routes.
 
 A guarded route reads the ``Authorization: Bearer`` token, verifies it and checks the caller's role
 before the handler (or any dependency) runs; the verified ``Principal`` is then available to the
-handler as the ``principal`` dependency. Unguarded routes never look at credentials.
+handler as the ``principal`` dependency. Unguarded routes never look at credentials. Tokens are
+verified by whatever the app put in ``state.tokens`` (identity's ``AccessTokens``), so guards need
+nothing of identity but that.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Guard
 
-from api.auth.tokens import AccessTokens
 from domain.errors import Forbidden
 from domain.identity import OPERATOR_ROLES, Principal, Role, TokenInvalid
 
 _PRINCIPAL = "principal"
 _NO_TOKEN = {"WWW-Authenticate": 'Bearer realm="carbon-rewards"'}
+
+
+class TokenVerifier(Protocol):
+    async def verify(self, token: str, now: datetime) -> Principal: ...
 
 
 async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
@@ -32,7 +37,7 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise TokenInvalid("send an access token as 'Authorization: Bearer <token>'", headers=_NO_TOKEN)
-    tokens: AccessTokens = connection.app.state.identity.tokens
+    tokens: TokenVerifier = connection.app.state.tokens
     principal = await tokens.verify(token.strip(), datetime.now(UTC))
     connection.state[_PRINCIPAL] = principal
     return principal

@@ -1,20 +1,17 @@
 """Identity tables: residents, one-time codes, API clients (merchants, partners), operators, refresh
-tokens, token signing keys, rate-limit windows and the operator audit log.
+tokens, token signing keys and rate-limit windows.
 
 Secrets are never stored in clear: phone numbers as a keyed hash (HMAC-SHA256 with a server key),
 one-time codes and refresh tokens as SHA-256 digests, client secrets and passwords with argon2,
 partners' webhook secrets encrypted (AES-GCM) because the service must recompute their HMACs.
-``operator_audit_log`` is append-only (triggers, like the ledger).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from sqlalchemy import (
-    BigInteger,
     Column,
     DateTime,
     Index,
@@ -23,7 +20,6 @@ from sqlalchemy import (
     String,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from api.columns import timestamp
@@ -148,21 +144,3 @@ class RateLimitWindow(SQLModel, table=True):
     bucket: str = Field(sa_column=Column(String(200), primary_key=True))
     window_start: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
     hits: int = Field(sa_column=Column(Integer, nullable=False))
-
-
-class OperatorAuditEntry(SQLModel, table=True):
-    """Who changed what, when, from where (append-only)."""
-
-    __tablename__ = "operator_audit_log"
-
-    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
-    at: datetime = timestamp()
-    operator_id: UUID | None = Field(default=None, nullable=True)
-    operator_username: str = Field(sa_column=Column(String(64), nullable=False))
-    action: str = Field(sa_column=Column(String(64), nullable=False))
-    target_type: str = Field(sa_column=Column(String(32), nullable=False))
-    target_id: str = Field(sa_column=Column(String(64), nullable=False))
-    details: dict[str, Any] = Field(
-        default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
-    )
-    client_ip: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))

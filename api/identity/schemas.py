@@ -8,9 +8,10 @@ from uuid import UUID
 
 from msgspec import Meta, Struct
 
-from api.auth.models import Merchant, OperatorAuditEntry, Partner
-from api.auth.service import IssuedCredentials, SessionInfo, SignedIn
-from api.auth.tokens import IssuedToken
+from api.identity.clients import IssuedCredentials
+from api.identity.models import Merchant, Partner
+from api.identity.sessions import SessionInfo, SignedIn
+from api.identity.tokens import IssuedToken
 from domain.identity import PartnerKind
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -152,32 +153,6 @@ class MerchantCreated(Struct):
 class PartnerCreated(Struct):
     partner: PartnerOut
     credentials: CredentialsOut
-
-
-class AuditEntryOut(Struct):
-    id: int
-    at: datetime
-    operator_id: UUID | None
-    operator_username: str
-    action: str
-    target_type: str
-    target_id: str
-    details: dict[str, object]
-    client_ip: str | None
-
-    @classmethod
-    def of(cls, entry: OperatorAuditEntry) -> AuditEntryOut:
-        return cls(
-            id=entry.id or 0,
-            at=entry.at,
-            operator_id=entry.operator_id,
-            operator_username=entry.operator_username,
-            action=entry.action,
-            target_type=entry.target_type,
-            target_id=entry.target_id,
-            details=entry.details,
-            client_ip=entry.client_ip,
-        )
 
 
 class JsonWebKey(Struct):

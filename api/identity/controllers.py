@@ -16,19 +16,20 @@ from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
 from litestar.exceptions import SerializationException
-from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
+from litestar.params import HeaderParameter, JSONBody, PathParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.auth import service
-from api.auth.guards import (
+from api.audit_log import Actor
+from api.guards import (
     ANY_OPERATOR,
     MERCHANT_ONLY,
     OPERATOR_ADMIN,
     PARTNER_ONLY,
     RESIDENT_ONLY,
 )
-from api.auth.schemas import (
-    AuditEntryOut,
+from api.identity import clients, sessions, sign_in, signing_keys
+from api.identity.runtime import IdentityRuntime
+from api.identity.schemas import (
     CredentialsOut,
     IdTokenExchange,
     JsonWebKey,
@@ -48,7 +49,7 @@ from api.auth.schemas import (
     SessionOut,
     TokenPair,
 )
-from api.auth.service import IdentityRuntime, RequestMeta
+from api.request_meta import RequestMeta
 from api.settings import Settings
 from domain.errors import InvalidInput
 from domain.identity import Principal
@@ -81,7 +82,7 @@ class AuthController(Controller):
         identity: NamedDependency[IdentityRuntime],
         request_meta: NamedDependency[RequestMeta],
     ) -> OtpSent:
-        return OtpSent(expires_in=await service.request_otp(db_session, identity, data.phone, request_meta))
+        return OtpSent(expires_in=await sign_in.request_otp(db_session, identity, data.phone, request_meta))
 
     @post("/otp/verify", status_code=200, summary="Sign in as a resident with the code (first sign-in registers)")
     async def verify_otp(
@@ -91,7 +92,7 @@ class AuthController(Controller):
         identity: NamedDependency[IdentityRuntime],
         request_meta: NamedDependency[RequestMeta],
     ) -> TokenPair:
-        return TokenPair.of(await service.verify_otp(db_session, identity, data.phone, data.code, request_meta))
+        return TokenPair.of(await sign_in.verify_otp(db_session, identity, data.phone, data.code, request_meta))
 
     @post("/exchange", status_code=200, summary="Sign in as a resident with the city identity provider's ID token")
     async def exchange(
@@ -101,7 +102,7 @@ class AuthController(Controller):
         identity: NamedDependency[IdentityRuntime],
         request_meta: NamedDependency[RequestMeta],
     ) -> TokenPair:
-        return TokenPair.of(await service.exchange_id_token(db_session, identity, data.id_token, request_meta))
+        return TokenPair.of(await sign_in.exchange_id_token(db_session, identity, data.id_token, request_meta))
 
     @post(
         "/token",
@@ -118,7 +119,7 @@ class AuthController(Controller):
         request_meta: NamedDependency[RequestMeta],
     ) -> TokenPair:
         client_id, client_secret = await _client_credentials(request)
-        issued = await service.client_credentials(db_session, identity, client_id, client_secret, request_meta)
+        issued = await sign_in.client_credentials(db_session, identity, client_id, client_secret, request_meta)
         return TokenPair.from_token(issued)
 
     @post("/operator/login", status_code=200, summary="Sign in as an operator (rate-limited)")
@@ -129,7 +130,7 @@ class AuthController(Controller):
         identity: NamedDependency[IdentityRuntime],
         request_meta: NamedDependency[RequestMeta],
     ) -> TokenPair:
-        signed_in = await service.operator_login(db_session, identity, data.username, data.password, request_meta)
+        signed_in = await sign_in.operator_login(db_session, identity, data.username, data.password, request_meta)
         return TokenPair.of(signed_in)
 
     @post("/refresh", status_code=200, summary="Rotate a refresh token; a reused one revokes its whole sign-in")
@@ -140,11 +141,11 @@ class AuthController(Controller):
         identity: NamedDependency[IdentityRuntime],
         request_meta: NamedDependency[RequestMeta],
     ) -> TokenPair:
-        return TokenPair.of(await service.refresh(db_session, identity, data.refresh_token, request_meta))
+        return TokenPair.of(await sessions.refresh(db_session, identity, data.refresh_token, request_meta))
 
     @post("/logout", status_code=204, summary="Revoke the sign-in a refresh token belongs to")
     async def logout(self, data: JSONBody[RefreshRequest], db_session: NamedDependency[AsyncSession]) -> None:
-        await service.logout(db_session, data.refresh_token)
+        await sessions.logout(db_session, data.refresh_token)
 
 
 async def _client_credentials(request: Request[Any, Any, Any]) -> tuple[str, str]:
@@ -185,7 +186,7 @@ class JwksController(Controller):
     async def jwks(
         self, db_session: NamedDependency[AsyncSession], settings: NamedDependency[Settings]
     ) -> JsonWebKeySet:
-        keys = await service.published_keys(db_session, timedelta(seconds=settings.access_token_ttl_s))
+        keys = await signing_keys.published_keys(db_session, timedelta(seconds=settings.access_token_ttl_s))
         return JsonWebKeySet(
             keys=[
                 JsonWebKey(kty="OKP", crv="Ed25519", x=_b64url(key.public_bytes_raw()), kid=kid, alg="EdDSA", use="sig")
@@ -197,14 +198,14 @@ class JwksController(Controller):
 class MeController(Controller):
     security = [{"bearer": []}]
     path = "/v1/me"
-    tags = ["residents"]
+    tags = ["resident"]
     guards = [RESIDENT_ONLY]
 
     @get("", summary="The signed-in resident")
     async def me(
         self, db_session: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
     ) -> ResidentProfile:
-        resident = await service.get_resident(db_session, principal.subject_id)
+        resident = await sign_in.get_resident(db_session, principal.subject_id)
         methods = [m for m, linked in (("phone", resident.phone_hash), ("city_id", resident.idp_subject)) if linked]
         return ResidentProfile(id=resident.id, created_at=resident.created_at, sign_in_methods=methods)
 
@@ -212,7 +213,7 @@ class MeController(Controller):
     async def sessions(
         self, db_session: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
     ) -> list[SessionOut]:
-        return [SessionOut.of(s) for s in await service.list_sessions(db_session, principal.subject_id)]
+        return [SessionOut.of(s) for s in await sessions.list_sessions(db_session, principal.subject_id)]
 
     @delete("/sessions/{session_id:uuid}", status_code=204, summary="Sign out one of the resident's devices")
     async def revoke_session(
@@ -221,13 +222,13 @@ class MeController(Controller):
         db_session: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> None:
-        await service.revoke_session(db_session, principal.subject_id, session_id)
+        await sessions.revoke_session(db_session, principal.subject_id, session_id)
 
 
 class OperatorController(Controller):
     security = [{"bearer": []}]
     path = "/v1/operator"
-    tags = ["operators"]
+    tags = ["operator"]
     guards = [ANY_OPERATOR]
 
     @post("/merchants", guards=[OPERATOR_ADMIN], summary="Register a merchant; returns its client credentials once")
@@ -236,18 +237,18 @@ class OperatorController(Controller):
         data: JSONBody[NewMerchant],
         db_session: NamedDependency[AsyncSession],
         identity: NamedDependency[IdentityRuntime],
-        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
         request_meta: NamedDependency[RequestMeta],
         idempotency_key: IdempotencyKey = None,
     ) -> MerchantCreated:
-        merchant, issued = await service.register_merchant(
-            db_session, identity, principal, data.name, request_meta, idempotency_key
+        merchant, issued = await clients.register_merchant(
+            db_session, identity, actor, data.name, request_meta, idempotency_key
         )
         return MerchantCreated(MerchantOut.of(merchant, [issued.client_id]), CredentialsOut.of(issued))
 
     @get("/merchants", summary="Registered merchants")
     async def merchants(self, db_session: NamedDependency[AsyncSession]) -> list[MerchantOut]:
-        return [MerchantOut.of(m, ids) for m, ids in await service.list_merchants(db_session)]
+        return [MerchantOut.of(m, ids) for m, ids in await clients.list_merchants(db_session)]
 
     @post(
         "/partners",
@@ -259,18 +260,18 @@ class OperatorController(Controller):
         data: JSONBody[NewPartner],
         db_session: NamedDependency[AsyncSession],
         identity: NamedDependency[IdentityRuntime],
-        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
         request_meta: NamedDependency[RequestMeta],
         idempotency_key: IdempotencyKey = None,
     ) -> PartnerCreated:
-        partner, issued = await service.register_partner(
-            db_session, identity, principal, data.name, data.kind, data.api_base_url, request_meta, idempotency_key
+        partner, issued = await clients.register_partner(
+            db_session, identity, actor, data.name, data.kind, data.api_base_url, request_meta, idempotency_key
         )
         return PartnerCreated(PartnerOut.of(partner, [issued.client_id]), CredentialsOut.of(issued))
 
     @get("/partners", summary="Registered partners")
     async def partners(self, db_session: NamedDependency[AsyncSession]) -> list[PartnerOut]:
-        return [PartnerOut.of(p, ids) for p, ids in await service.list_partners(db_session)]
+        return [PartnerOut.of(p, ids) for p, ids in await clients.list_partners(db_session)]
 
     @post(
         "/clients/{client_id:str}/secret",
@@ -283,47 +284,36 @@ class OperatorController(Controller):
         client_id: Annotated[str, PathParameter(max_length=64)],
         db_session: NamedDependency[AsyncSession],
         identity: NamedDependency[IdentityRuntime],
-        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
         request_meta: NamedDependency[RequestMeta],
         idempotency_key: IdempotencyKey = None,
     ) -> CredentialsOut:
         return CredentialsOut.of(
-            await service.rotate_client_secret(
-                db_session, identity, principal, client_id, request_meta, idempotency_key
-            )
+            await clients.rotate_client_secret(db_session, identity, actor, client_id, request_meta, idempotency_key)
         )
-
-    @get("/audit-log", summary="Operator changes, newest first")
-    async def audit_log(
-        self,
-        db_session: NamedDependency[AsyncSession],
-        before_id: Annotated[int | None, QueryParameter(gt=0, required=False)] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
-    ) -> list[AuditEntryOut]:
-        return [AuditEntryOut.of(e) for e in await service.audit_log(db_session, before_id, limit)]
 
 
 class MerchantController(Controller):
     security = [{"bearer": []}]
     path = "/v1/merchant"
-    tags = ["merchants"]
+    tags = ["merchant"]
     guards = [MERCHANT_ONLY]
 
     @get("/me", summary="The calling merchant")
     async def me(self, db_session: NamedDependency[AsyncSession], principal: NamedDependency[Principal]) -> MerchantOut:
-        merchant = await service.get_client_owner(db_session, principal)
+        merchant = await clients.get_client_owner(db_session, principal)
         return MerchantOut.of(merchant, [])  # type: ignore[arg-type]
 
 
 class PartnerController(Controller):
     security = [{"bearer": []}]
     path = "/v1/partner"
-    tags = ["partners"]
+    tags = ["partner"]
     guards = [PARTNER_ONLY]
 
     @get("/me", summary="The calling partner")
     async def me(self, db_session: NamedDependency[AsyncSession], principal: NamedDependency[Principal]) -> PartnerOut:
-        partner = await service.get_client_owner(db_session, principal)
+        partner = await clients.get_client_owner(db_session, principal)
         return PartnerOut.of(partner, [])  # type: ignore[arg-type]
 
 

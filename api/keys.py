@@ -1,10 +1,13 @@
-"""The keys of identity: the server secret (phone lookup hashes, sealed partner secrets) and the
-Ed25519 keys that sign access tokens.
+"""The service's key material: where each key comes from, and the server secret.
 
-Both come from settings (base64) or are generated once into the data directory (mode 0600), like the
-ledger's checkpoint key. Losing the server secret makes stored phone hashes unmatchable (residents
-must then sign in again through the identity provider) and sealed webhook secrets unreadable: back
-it up with the database.
+Every key is a 32-byte seed, given in the settings (base64) or generated once into the data
+directory (mode 0600) and read from there on every start. ``prepare_keys`` creates the missing files
+before worker processes start, so that all workers sign with the same keys.
+
+The server secret is split by HKDF into independent keys per purpose: phone lookup hashes, one-time
+code hashes, and a box that seals partners' webhook secrets. Losing it makes stored phone hashes
+unmatchable (residents must then sign in again through the identity provider) and sealed webhook
+secrets unreadable: back it up with the database.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from pathlib import Path
 from uuid import UUID
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pydantic import SecretStr
+
+from api.settings import Settings
+from ledger import Signer
 
 SEED_BYTES = 32
 
@@ -45,6 +48,35 @@ def decode_seed(value: str) -> bytes:
     if len(seed) != SEED_BYTES:
         raise ValueError(f"a key seed must be {SEED_BYTES} bytes (base64), got {len(seed)}")
     return seed
+
+
+def _secret_seed(value: SecretStr | None, path: Path) -> bytes:
+    return decode_seed(value.get_secret_value()) if value is not None else load_or_create_seed(path)
+
+
+def checkpoint_signer(settings: Settings) -> Signer:
+    """The configured checkpoint key, or the one generated once into the data directory."""
+    return Signer.from_seed(_secret_seed(settings.ledger_signing_key, settings.data_dir / "ledger-signing-key"))
+
+
+def token_signing_seed(settings: Settings) -> bytes:
+    """The configured access-token key, or the one generated once into the data directory."""
+    return _secret_seed(settings.token_signing_key, settings.data_dir / "token-signing-key")
+
+
+def server_secret_seed(settings: Settings) -> bytes:
+    """The configured server secret, or the one generated once into the data directory."""
+    return _secret_seed(settings.server_secret, settings.data_dir / "server-secret")
+
+
+def prepare_keys(settings: Settings) -> None:
+    """Create the key files the settings do not provide, once, before worker processes start.
+
+    Each worker would otherwise race the others to create them, and they must all sign with the same keys.
+    """
+    checkpoint_signer(settings)
+    token_signing_seed(settings)
+    server_secret_seed(settings)
 
 
 class ServerSecret:
@@ -74,28 +106,3 @@ class ServerSecret:
 
     def unseal(self, sealed: bytes) -> str:
         return self._box.decrypt(sealed[:12], sealed[12:], b"carbon-rewards sealed secret").decode()
-
-
-def key_id(public_key: Ed25519PublicKey) -> str:
-    """First 8 bytes of SHA-256 of the raw public key, in hex (as for checkpoint keys)."""
-    return hashlib.sha256(public_key.public_bytes_raw()).hexdigest()[:16]
-
-
-class TokenSigningKey:
-    """The Ed25519 key this process signs access tokens with."""
-
-    algorithm = "EdDSA"
-
-    def __init__(self, seed: bytes) -> None:
-        self.private_key = Ed25519PrivateKey.from_private_bytes(seed)
-        self.public_key = self.private_key.public_key()
-        self.kid = key_id(self.public_key)
-
-    @property
-    def public_bytes(self) -> bytes:
-        return self.public_key.public_bytes_raw()
-
-
-def hash_token(token: str) -> bytes:
-    """Digest under which an opaque high-entropy token (refresh token) is stored and looked up."""
-    return hashlib.sha256(token.encode()).digest()

@@ -1,0 +1,70 @@
+"""What the actions feature needs besides a session, built once by the app factory from the settings:
+the decision rules, the signature tolerance, the partner client, and the server secret that unseals
+partners' webhook secrets."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.actions.errors import PartnerNotFound
+from api.identity import Partner, find_partner
+from api.keys import ServerSecret
+from api.settings import Settings
+from domain.decision import Rules
+from domain.fraud import AnomalyRule
+from domain.methodologies import MethodologyRegistry
+from integrations.partners import PartnerEndpoint, PartnerGateway, RetryPolicy
+
+
+@dataclass(frozen=True)
+class ActionsRuntime:
+    rules: Rules
+    signature_tolerance_s: int
+    partners: PartnerGateway
+    secret: ServerSecret
+
+    def webhook_secret(self, partner: Partner) -> str:
+        return self.secret.unseal(partner.webhook_secret_sealed)
+
+    def endpoint(self, partner: Partner) -> PartnerEndpoint:
+        """Where and how to call ``partner`` back."""
+        return PartnerEndpoint(partner.id, partner.api_base_url, self.webhook_secret(partner))
+
+
+async def get_partner(session: AsyncSession, partner_id: uuid.UUID) -> Partner:
+    partner = await find_partner(session, partner_id)
+    if partner is None:
+        raise PartnerNotFound(f"no partner {partner_id}")
+    return partner
+
+
+def open_actions(
+    settings: Settings, methodologies: MethodologyRegistry, secret: ServerSecret, http: httpx.AsyncClient
+) -> ActionsRuntime:
+    """Methodologies, conversion rate, caps, anomaly and signature rules, and the partner client."""
+    return ActionsRuntime(
+        rules=Rules(
+            methodologies=methodologies,
+            points_per_kg=settings.points_per_kg_co2e,
+            daily_caps=dict(settings.daily_points_cap),
+            monthly_caps=dict(settings.monthly_points_cap),
+            local_offset=timedelta(minutes=settings.utc_offset_minutes),
+            anomaly=AnomalyRule(factor=settings.anomaly_factor, floor=settings.anomaly_floor_per_hour),
+        ),
+        signature_tolerance_s=settings.signature_tolerance_s,
+        partners=PartnerGateway(
+            http,
+            RetryPolicy(
+                attempts=settings.partner_attempts,
+                backoff_s=settings.partner_backoff_s,
+                breaker_threshold=settings.partner_breaker_threshold,
+                breaker_cooldown_s=settings.partner_breaker_cooldown_s,
+            ),
+        ),
+        secret=secret,
+    )

@@ -1,0 +1,103 @@
+"""What a resident sees: balance, actions, ledger statement and impact (CO₂e avoided).
+
+Balances and the statement are read from the ledger, in the request's transaction, through the
+ledger's face; actions and impact from the actions table.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.actions import repository
+from api.actions.models import Action
+from api.database import raw_connection
+from api.pagination import Page, decode_cursor, encode_cursor
+from ledger import account_entries, get_balances, resident_carbon_account, resident_points_account
+
+
+@dataclass(frozen=True)
+class ResidentBalance:
+    points_available: int
+    points_held: int
+    points_earned: int
+    points_spent: int
+    co2e_avoided_g: int
+
+
+async def balance(session: AsyncSession, resident_id: uuid.UUID) -> ResidentBalance:
+    points_account, carbon_account = resident_points_account(resident_id), resident_carbon_account(resident_id)
+    balances = await get_balances(await raw_connection(session), [points_account.id, carbon_account.id])
+    points = balances.get(points_account.id)
+    carbon = balances.get(carbon_account.id)
+    return ResidentBalance(
+        points_available=points.available_credit if points else 0,
+        points_held=points.debits_pending if points else 0,
+        points_earned=points.credits_posted if points else 0,
+        points_spent=points.debits_posted if points else 0,
+        co2e_avoided_g=(carbon.debits_posted - carbon.credits_posted) if carbon else 0,
+    )
+
+
+async def resident_actions(
+    session: AsyncSession, resident_id: uuid.UUID, cursor: str | None, limit: int
+) -> Page[Action]:
+    """The resident's actions, newest first."""
+    rows = await repository.resident_actions(session, resident_id, decode_cursor(cursor), limit + 1)
+    more = len(rows) > limit
+    items = list(rows[:limit])
+    return Page(items, encode_cursor(items[-1].received_at, items[-1].id) if more else None)
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    transfer_id: uuid.UUID
+    timestamp: datetime
+    ledger: str
+    code: str
+    amount: int
+    direction: str
+    reference: str | None
+    pending: bool
+
+
+async def statement(session: AsyncSession, resident_id: uuid.UUID, cursor: str | None, limit: int) -> Page[StatementLine]:
+    """The resident's ledger entries (points and grams CO₂e), newest first."""
+    accounts = [resident_points_account(resident_id).id, resident_carbon_account(resident_id).id]
+    conn = await raw_connection(session)
+    entries = await account_entries(conn, accounts, before=decode_cursor(cursor), limit=limit + 1)
+    lines = [
+        StatementLine(
+            e.transfer_id,
+            e.timestamp,
+            e.ledger,
+            e.code,
+            e.amount,
+            "credit" if e.credit else "debit",
+            e.reference,
+            e.pending,
+        )
+        for e in entries[:limit]
+    ]
+    more = len(entries) > limit
+    return Page(lines, encode_cursor(lines[-1].timestamp, lines[-1].transfer_id) if more else None)
+
+
+@dataclass(frozen=True)
+class Impact:
+    total_g: int
+    by_kind: dict[str, int]
+    by_month: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+async def impact(session: AsyncSession, resident_id: uuid.UUID) -> Impact:
+    """Grams CO₂e avoided by the resident's credited actions: in total, by kind, by month and kind."""
+    by_month = await repository.impact_by_month(await raw_connection(session), resident_id)
+    by_kind: dict[str, int] = defaultdict(int)
+    for _, kind, grams in by_month:
+        by_kind[kind] += grams
+    return Impact(sum(by_kind.values()), dict(by_kind), by_month)
