@@ -6,7 +6,8 @@ what it returns. ``decide`` does no I/O and changes none of its inputs. The reco
 submission are decided in order, each as if the ones before it had already been written:
 
 1. a record the parser refused is ``rejected`` (``invalid_record``), on its own;
-2. a record decided before, or earlier in the same submission, is a ``duplicate``;
+2. a record decided before, or earlier in the same submission, is a ``duplicate`` (with the first
+   decision's reason);
 3. a record for a partner account nobody linked is ``rejected`` (``account_not_linked``);
 4. otherwise it is judged (``domain.actions.assess``: plausibility, overlapping trips, the
    methodology in force) and becomes an action: ``rejected`` with the rule's reason; held for
@@ -210,7 +211,7 @@ def decide(submitted: Sequence[Submitted], known: Known, rules: Rules, now: date
     trips: dict[UUID, TripHistory] = {}
     usage = CapUsage(known.points)
     allowance = known.allowance
-    seen: dict[UUID, ActionStatus] = {}
+    seen: dict[UUID, PriorDecision] = {}
     decisions: list[Decision] = []
     for item in submitted:
         record, aid = item.record, item.action_id
@@ -219,13 +220,10 @@ def decide(submitted: Sequence[Submitted], known: Known, rules: Rules, now: date
                 Decision(item.index, Outcome.REJECTED, item.external_id, None, Reason.INVALID_RECORD.value, item.invalid)
             )
             continue
-        prior = known.decided.get(aid)
-        if prior is not None or aid in seen:
-            status = prior.status if prior is not None else seen[aid].value
-            reason = prior.reason if prior is not None else None
-            decisions.append(
-                Decision(item.index, Outcome.DUPLICATE, record.external_id, aid, reason, f"already decided: {status}")
-            )
+        prior = known.decided.get(aid) or seen.get(aid)
+        if prior is not None:
+            detail = f"already decided: {prior.status}"
+            decisions.append(Decision(item.index, Outcome.DUPLICATE, record.external_id, aid, prior.reason, detail))
             continue
         resident = known.links.get(record.account_ref)
         if resident is None:
@@ -270,7 +268,7 @@ def decide(submitted: Sequence[Submitted], known: Known, rules: Rules, now: date
             allowance -= 1
         if action.status is not ActionStatus.REJECTED and record.kind is ActionKind.TRANSIT:
             history.add(record.trip())
-        seen[aid] = action.status
+        seen[aid] = PriorDecision(action.status.value, action.reason)
         decisions.append(
             Decision(item.index, _OUTCOME[action.status], record.external_id, aid, action.reason, None, action)
         )
