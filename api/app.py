@@ -30,7 +30,7 @@ from api.guards import provide_principal
 from api.health import HealthController
 from api.housekeeping import Retention, housekeeping_task
 from api.keys import checkpoint_signer
-from api.ledger_log import LedgerLogController
+from api.transparency import LedgerLogController
 from api.methodologies import MethodologyController
 from api.request_meta import request_meta_provider
 from api.settings import Settings
