@@ -138,7 +138,9 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             "settings": Provide(provide_settings, sync_to_thread=False),
             "methodologies": Provide(provide_methodologies, sync_to_thread=False),
             "db_session": Provide(provide_db_session),
-            "request_meta": Provide(request_meta_provider(parse_networks(settings.trusted_proxies)), sync_to_thread=False),
+            "request_meta": Provide(
+                request_meta_provider(parse_networks(settings.trusted_proxies)), sync_to_thread=False
+            ),
             "principal": Provide(provide_principal),
             "actor": Provide(identity.provide_actor),
         },

@@ -222,7 +222,9 @@ def decide(submitted: Sequence[Submitted], known: Known, rules: Rules, now: date
         record, aid = item.record, item.action_id
         if record is None or aid is None:
             decisions.append(
-                Decision(item.index, Outcome.REJECTED, item.external_id, None, Reason.INVALID_RECORD.value, item.invalid)
+                Decision(
+                    item.index, Outcome.REJECTED, item.external_id, None, Reason.INVALID_RECORD.value, item.invalid
+                )
             )
             continue
         prior = known.decided.get(aid) or seen.get(aid)
@@ -234,7 +236,9 @@ def decide(submitted: Sequence[Submitted], known: Known, rules: Rules, now: date
         if resident is None:
             detail = "no resident has linked this partner account"
             decisions.append(
-                Decision(item.index, Outcome.REJECTED, record.external_id, None, Reason.ACCOUNT_NOT_LINKED.value, detail)
+                Decision(
+                    item.index, Outcome.REJECTED, record.external_id, None, Reason.ACCOUNT_NOT_LINKED.value, detail
+                )
             )
             continue
         history = trips.get(resident)

@@ -74,7 +74,9 @@ def trip(
 
 
 def run(raws: Sequence[Any], known: Known | None = None, **rule_options: int) -> list[Decision]:
-    return decide(parse_submission(PARTNER, ActionKind.TRANSIT, raws), known or Known(LINKS), rules(**rule_options), NOW)
+    return decide(
+        parse_submission(PARTNER, ActionKind.TRANSIT, raws), known or Known(LINKS), rules(**rule_options), NOW
+    )
 
 
 def hours_ago(hours: float) -> datetime:
@@ -358,7 +360,9 @@ def test_a_batch_decides_as_its_records_would_one_after_another(raws: list[dict[
         state = written(state, decision)
         assert together[index].index == index
     strip = [(d.outcome, d.action_id, d.reason, d.detail, d.points, d.points_withheld, d.grams_co2e) for d in together]
-    assert strip == [(d.outcome, d.action_id, d.reason, d.detail, d.points, d.points_withheld, d.grams_co2e) for d in alone]
+    assert strip == [
+        (d.outcome, d.action_id, d.reason, d.detail, d.points, d.points_withheld, d.grams_co2e) for d in alone
+    ]
 
 
 @settings(max_examples=300)

@@ -229,7 +229,8 @@ async def resident_links(
 ) -> Sequence[PartnerLink]:
     """The resident's active links, oldest first; only those at ``partner_id`` when it is given."""
     query = select(PartnerLink).where(
-        PartnerLink.resident_id == resident_id, PartnerLink.unlinked_at.is_(None)  # type: ignore[union-attr]
+        PartnerLink.resident_id == resident_id,
+        PartnerLink.unlinked_at.is_(None),  # type: ignore[union-attr]
     )
     if partner_id is not None:
         query = query.where(PartnerLink.partner_id == partner_id)

@@ -69,6 +69,8 @@ async def decide_review(
     action.decided_at = datetime.now(UTC)
     decision = "approve" if approve else "reject"
     await repository.insert_review(conn, action.id, actor.operator_id, decision, reason)
-    await record(session, actor, "action.review", "action", str(action.id), {"decision": decision, "reason": reason}, meta)
+    await record(
+        session, actor, "action.review", "action", str(action.id), {"decision": decision, "reason": reason}, meta
+    )
     await session.flush()
     return action

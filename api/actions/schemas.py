@@ -11,7 +11,7 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 from msgspec import Meta, Struct
 
 from api.actions.models import Action, PartnerLink
-from api.actions.views import Impact, ResidentBalance, StatementLine
+from api.actions.views import Impact, ResidentBalance
 from domain.actions import (
     COMMON_FIELDS,
     CONTROL_CHARACTERS,
@@ -22,6 +22,7 @@ from domain.actions import (
     RecordField,
 )
 from domain.decision import Decision
+from ledger import Entry
 
 Ref = Annotated[str, Meta(min_length=1, max_length=128)]
 
@@ -184,16 +185,17 @@ class StatementLineOut(Struct):
     pending: bool
 
     @classmethod
-    def of(cls, line: StatementLine) -> StatementLineOut:
+    def of(cls, entry: Entry) -> StatementLineOut:
+        direction = "credit" if entry.credit else "debit"
         return cls(
-            line.transfer_id,
-            line.timestamp,
-            line.ledger,
-            line.code,
-            line.amount,
-            line.direction,
-            line.reference,
-            line.pending,
+            entry.transfer_id,
+            entry.timestamp,
+            entry.ledger,
+            entry.code,
+            entry.amount,
+            direction,
+            entry.reference,
+            entry.pending,
         )
 
 

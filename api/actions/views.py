@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,7 +16,7 @@ from api.actions import repository
 from api.actions.models import Action
 from api.database import raw_connection
 from api.pagination import Page, decode_cursor, encode_cursor
-from ledger import account_entries, get_balances, resident_carbon_account, resident_points_account
+from ledger import Entry, account_entries, get_balances, resident_carbon_account, resident_points_account
 
 
 @dataclass(frozen=True)
@@ -53,38 +52,14 @@ async def resident_actions(
     return Page(items, encode_cursor(items[-1].received_at, items[-1].id) if more else None)
 
 
-@dataclass(frozen=True)
-class StatementLine:
-    transfer_id: uuid.UUID
-    timestamp: datetime
-    ledger: str
-    code: str
-    amount: int
-    direction: str
-    reference: str | None
-    pending: bool
-
-
-async def statement(session: AsyncSession, resident_id: uuid.UUID, cursor: str | None, limit: int) -> Page[StatementLine]:
+async def statement(session: AsyncSession, resident_id: uuid.UUID, cursor: str | None, limit: int) -> Page[Entry]:
     """The resident's ledger entries (points and grams CO₂e), newest first."""
     accounts = [resident_points_account(resident_id).id, resident_carbon_account(resident_id).id]
     conn = await raw_connection(session)
     entries = await account_entries(conn, accounts, before=decode_cursor(cursor), limit=limit + 1)
-    lines = [
-        StatementLine(
-            e.transfer_id,
-            e.timestamp,
-            e.ledger,
-            e.code,
-            e.amount,
-            "credit" if e.credit else "debit",
-            e.reference,
-            e.pending,
-        )
-        for e in entries[:limit]
-    ]
+    page = entries[:limit]
     more = len(entries) > limit
-    return Page(lines, encode_cursor(lines[-1].timestamp, lines[-1].transfer_id) if more else None)
+    return Page(page, encode_cursor(page[-1].timestamp, page[-1].transfer_id) if more else None)
 
 
 @dataclass(frozen=True)

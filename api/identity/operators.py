@@ -54,6 +54,12 @@ async def create_operator(
     session.add(operator)
     await session.flush()
     await record(
-        session, CLI_ACTOR, "operator.create", "operator", str(operator.id), {"username": username, "role": role.value}, meta
+        session,
+        CLI_ACTOR,
+        "operator.create",
+        "operator",
+        str(operator.id),
+        {"username": username, "role": role.value},
+        meta,
     )
     return operator
