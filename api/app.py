@@ -4,7 +4,8 @@ The app's lifespan opens the ledger (its connection pool, group-commit writers a
 the database URL it is given, starts the sealer that appends committed transfers to the Merkle log
 and signs checkpoints, opens the SQLAlchemy engine (the pool requests use) and the HTTP clients,
 builds each feature's runtime (identity publishes this process's token signing key), starts the
-housekeeping task that deletes expired short-lived state, and closes everything on shutdown.
+background tasks (the sealer, housekeeping of expired short-lived state, the expiry of held
+redemptions, the webhook dispatcher), and stops and closes everything on shutdown.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from api import actions, audit_log, identity
+from api import actions, audit_log, identity, redemptions, webhooks
 from api.client_address import parse_networks
 from api.database import open_engine, provide_db_session
 from api.errors import EXCEPTION_HANDLERS
@@ -85,22 +86,32 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             follow_redirects=False,
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
         )
+        webhook_http = httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False)
         try:
             app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
             app.state.identity = await identity.open_identity(settings, app.state.sessionmaker, http)
             app.state.tokens = app.state.identity.tokens
-            app.state.actions = actions.open_actions(settings, methodologies, app.state.identity.secret, partner_http)
-            housekeeper = housekeeping_task(
-                app.state.sessionmaker, Retention.from_settings(settings), settings.housekeeping_interval_s
-            )
-            sealer.start()
-            housekeeper.start()
+            secret = app.state.identity.secret
+            app.state.actions = actions.open_actions(settings, methodologies, secret, partner_http)
+            app.state.redemptions = redemptions.open_redemptions(settings, secret)
+            app.state.webhooks = webhooks.open_webhooks(settings, secret)
+            background = [
+                sealer,
+                housekeeping_task(
+                    app.state.sessionmaker, Retention.from_settings(settings), settings.housekeeping_interval_s
+                ),
+                redemptions.expiry_task(app.state.sessionmaker, settings.pending_expiry_interval_s),
+                webhooks.open_dispatcher(settings, app.state.sessionmaker, secret, webhook_http),
+            ]
+            for task in background:
+                task.start()
             try:
                 yield
             finally:
-                await housekeeper.stop()
-                await sealer.stop()
+                for task in reversed(background):
+                    await task.stop()
         finally:
+            await webhook_http.aclose()
             await partner_http.aclose()
             await http.aclose()
             await engine.dispose()
@@ -127,6 +138,8 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             *identity.ROUTES,
             *audit_log.ROUTES,
             *actions.ROUTES,
+            *redemptions.ROUTES,
+            *webhooks.ROUTES,
         ],
         lifespan=[lifespan],
         dependencies={
@@ -135,6 +148,9 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             "log_reader": from_state("log_reader"),
             "identity": from_state("identity"),
             "actions": from_state("actions"),
+            "redemptions": from_state("redemptions"),
+            "webhooks": from_state("webhooks"),
+            "sessionmaker": from_state("sessionmaker"),
             "settings": Provide(provide_settings, sync_to_thread=False),
             "methodologies": Provide(provide_methodologies, sync_to_thread=False),
             "db_session": Provide(provide_db_session),

@@ -1,8 +1,8 @@
 """Housekeeping: forget short-lived service state once it can no longer decide anything.
 
-Rate-limit windows, one-time codes, replay-guard signatures and partners' hourly volumes grow with
-traffic. Past their window they only cost disk and index size, and one-time codes carry a phone
-hash that should be kept no longer than needed (data minimisation). The ledger, its Merkle log and
+Rate-limit windows, one-time codes, replay-guard signatures, partners' hourly volumes and the answers
+kept for idempotent retries grow with traffic. Past their window they only cost disk and index size,
+and one-time codes carry a phone hash that should be kept no longer than needed (data minimisation). The ledger, its Merkle log and
 the audit trails are never touched here: they are append-only by design.
 
 Each table is pruned in small batches, each batch its own short transaction, so a sweep never holds
@@ -35,10 +35,16 @@ class Retention:
     otp_challenges: timedelta
     request_signatures: timedelta
     hourly_volumes: timedelta
+    idempotency_keys: timedelta
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Retention:
-        longest_window = max(settings.otp_rate_window_s, settings.login_rate_window_s, settings.client_auth_window_s)
+        longest_window = max(
+            settings.otp_rate_window_s,
+            settings.login_rate_window_s,
+            settings.client_auth_window_s,
+            settings.capture_failure_window_s,
+        )
         return cls(
             # A window is consulted only while it is the current one.
             rate_windows=timedelta(seconds=longest_window),
@@ -47,6 +53,8 @@ class Retention:
             request_signatures=timedelta(seconds=2 * settings.signature_tolerance_s),
             # The anomaly rule's norm looks back this far; one hour more keeps the oldest hour whole.
             hourly_volumes=VOLUME_HISTORY + timedelta(hours=1),
+            # Past this, a retry with the same Idempotency-Key is done as a new request.
+            idempotency_keys=timedelta(seconds=settings.idempotency_retention_s),
         )
 
 
@@ -56,6 +64,7 @@ _PRUNED = (
     ("otp_challenges", "expires_at", "otp_challenges"),
     ("partner_request_signatures", "seen_at", "request_signatures"),
     ("partner_hourly_volume", "hour", "hourly_volumes"),
+    ("idempotency_keys", "created_at", "idempotency_keys"),
 )
 
 

@@ -5,7 +5,8 @@ directory (mode 0600) and read from there on every start. ``prepare_keys`` creat
 before worker processes start, so that all workers sign with the same keys.
 
 The server secret is split by HKDF into independent keys per purpose: phone lookup hashes, one-time
-code hashes, and a box that seals partners' webhook secrets. Losing it makes stored phone hashes
+code and redemption code hashes, and a box that seals what the service must read back (partners'
+webhook secrets, webhook signing secrets, redemption codes, answers kept for idempotent retries). Losing it makes stored phone hashes
 unmatchable (residents must then sign in again through the identity provider) and sealed webhook
 secrets unreadable: back it up with the database.
 """
@@ -85,6 +86,7 @@ class ServerSecret:
     def __init__(self, secret: bytes) -> None:
         self._phone_key = self._derive(secret, b"carbon-rewards phone lookup v1")
         self._otp_key = self._derive(secret, b"carbon-rewards one-time codes v1")
+        self._redemption_key = self._derive(secret, b"carbon-rewards redemption codes v1")
         self._box = AESGCM(self._derive(secret, b"carbon-rewards secret box v1"))
 
     @staticmethod
@@ -98,6 +100,10 @@ class ServerSecret:
     def otp_hash(self, challenge_id: UUID, code: str) -> bytes:
         """Keyed hash of a one-time code: a leaked table cannot be brute-forced over the 10**6 codes."""
         return hmac.new(self._otp_key, challenge_id.bytes + code.encode(), hashlib.sha256).digest()
+
+    def redemption_code_hash(self, code: str) -> bytes:
+        """Keyed hash of a normalised redemption code: how a code is stored and looked up."""
+        return hmac.new(self._redemption_key, code.encode(), hashlib.sha256).digest()
 
     def seal(self, plaintext: str) -> bytes:
         """Encrypt a secret the service must read back later (nonce ‖ AES-GCM ciphertext)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -37,3 +38,10 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
         return datetime.fromisoformat(at), uuid.UUID(item)
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise InvalidInput("the cursor is not one this service issued", field="cursor") from None
+
+
+def page_of(rows: Sequence[T], limit: int, key: Callable[[T], tuple[datetime, uuid.UUID]]) -> Page[T]:
+    """A page from up to ``limit + 1`` rows read: an extra row only says that a next page exists, whose
+    cursor is the ``key`` of this page's last item."""
+    items = list(rows[:limit])
+    return Page(items, encode_cursor(*key(items[-1])) if len(rows) > limit else None)

@@ -184,3 +184,40 @@ class Settings(BaseSettings):
     partner_breaker_cooldown_s: float = Field(
         default=30.0, gt=0, description="How long an open circuit fails fast before one trial call."
     )
+
+    # -------------------------------------------------------------------------- redemptions, webhooks
+    redemption_code_ttl_s: int = Field(
+        default=600,
+        ge=1,
+        le=7 * 86400,
+        description="How long a redemption code (and the hold on the resident's points) lives before it expires.",
+    )
+    capture_failures_per_merchant: int = Field(
+        default=20, ge=1, description="Unknown codes a merchant may try to capture per window before it is refused."
+    )
+    capture_failure_window_s: int = Field(default=900, ge=1, description="Window of the failed-capture limit.")
+    idempotency_retention_s: int = Field(
+        default=86400, ge=60, description="How long the answer to a request with an Idempotency-Key is kept for retries."
+    )
+    webhook_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one webhook delivery attempt.")
+    webhook_max_attempts: int = Field(
+        default=12, ge=1, le=100, description="Attempts after which a webhook delivery is dead (operators may redeliver)."
+    )
+    webhook_backoff_s: float = Field(
+        default=1.0, gt=0, description="Wait before a delivery's second attempt; doubles each time (±50 % jitter)."
+    )
+    webhook_max_backoff_s: float = Field(default=3600.0, gt=0, description="Longest wait between two attempts.")
+    webhook_breaker_threshold: int = Field(
+        default=5, ge=1, description="Consecutive failed deliveries after which an endpoint is paused."
+    )
+    webhook_breaker_cooldown_s: float = Field(
+        default=30.0, gt=0, description="How long a paused endpoint waits before one trial delivery."
+    )
+    webhook_poll_interval_s: float = Field(
+        default=0.5, gt=0, description="How often each worker's dispatcher looks for due deliveries."
+    )
+    webhook_allow_private: bool = Field(
+        default=True,
+        description="Accept webhook URLs on loopback, private and link-local addresses (demos, tests, an "
+        "internal network); set false where merchants and partners must not reach the service's own network.",
+    )

@@ -27,6 +27,7 @@ import httpx
 
 from domain.errors import BadUpstreamResponse, ServiceUnavailable
 from domain.signatures import SIGNATURE_HEADER, sign
+from integrations.circuit import Circuit
 
 
 class PartnerUnavailable(ServiceUnavailable):
@@ -54,13 +55,6 @@ class RetryPolicy:
     breaker_cooldown_s: float = 30.0
 
 
-class _Breaker:
-    def __init__(self) -> None:
-        self.failures = 0
-        self.open_until = 0.0
-        self.trial_running = False
-
-
 class PartnerGateway:
     """Signed, retried, circuit-broken calls to partners (one instance per process, shared)."""
 
@@ -70,7 +64,7 @@ class PartnerGateway:
         self._http = http
         self._policy = policy
         self._clock = clock
-        self._breakers: dict[UUID, _Breaker] = {}
+        self._breakers: dict[UUID, Circuit] = {}
 
     async def verify_account(self, partner: PartnerEndpoint, account_ref: str, code: str, request_id: UUID) -> bool:
         """Whether the partner confirms that ``code`` was shown to the holder of ``account_ref``.
@@ -97,8 +91,18 @@ class PartnerGateway:
 
     async def _get_json(self, partner: PartnerEndpoint, path: str, params: dict[str, str] | None) -> Any:
         """GET and decode JSON; None for 404. Retries transient failures; trips the breaker."""
-        breaker = self._breakers.setdefault(partner.partner_id, _Breaker())
-        self._admit(breaker)
+        breaker = self._breakers.get(partner.partner_id)
+        if breaker is None:
+            breaker = self._breakers[partner.partner_id] = Circuit(
+                self._policy.breaker_threshold, self._policy.breaker_cooldown_s, self._clock
+            )
+        wait = breaker.refusal()
+        if wait is not None:
+            raise PartnerUnavailable(
+                "calls to this partner are paused after repeated failures",
+                headers={"Retry-After": str(max(1, int(wait) + 1))},
+                circuit="open",
+            )
         last_error = "no attempt made"
         for attempt in range(self._policy.attempts):
             if attempt:
@@ -117,7 +121,7 @@ class PartnerGateway:
             if response.status_code == 429 or response.status_code >= 500:
                 last_error = f"answered {response.status_code}"
                 continue
-            self._succeeded(breaker)
+            breaker.succeeded()
             if response.status_code == 404:
                 return None
             if not response.is_success:
@@ -126,32 +130,8 @@ class PartnerGateway:
                 return response.json()
             except ValueError:
                 raise PartnerBadResponse("the partner's answer is not JSON") from None
-        self._failed(breaker)
+        breaker.failed()
         raise PartnerUnavailable(
             f"the partner's system {last_error} after {self._policy.attempts} attempts",
             headers={"Retry-After": "5"},
         )
-
-    def _admit(self, breaker: _Breaker) -> None:
-        now = self._clock()
-        if breaker.open_until == 0.0:
-            return
-        if now < breaker.open_until or breaker.trial_running:
-            retry_after = max(1, int(breaker.open_until - now) + 1)
-            raise PartnerUnavailable(
-                "calls to this partner are paused after repeated failures",
-                headers={"Retry-After": str(retry_after)},
-                circuit="open",
-            )
-        breaker.trial_running = True
-
-    def _succeeded(self, breaker: _Breaker) -> None:
-        breaker.failures = 0
-        breaker.open_until = 0.0
-        breaker.trial_running = False
-
-    def _failed(self, breaker: _Breaker) -> None:
-        breaker.failures += 1
-        if breaker.trial_running or breaker.failures >= self._policy.breaker_threshold:
-            breaker.open_until = self._clock() + self._policy.breaker_cooldown_s
-        breaker.trial_running = False

@@ -17,6 +17,7 @@ from ledger.accounts import (
     CARBON_POOL,
     ISSUANCE_POINTS,
     SYSTEM_ACCOUNTS,
+    merchant_points_account,
     resident_carbon_account,
     resident_points_account,
 )
@@ -34,8 +35,8 @@ from ledger.errors import (
 from ledger.ids import uuid7
 from ledger.periodic import PeriodicTask
 from ledger.sealer import Sealer
-from ledger.service import Ledger, expiry_void_id
-from ledger.statements import Entry, account_entries
+from ledger.service import Ledger, expiry_void, expiry_void_id
+from ledger.statements import Entry, Movements, account_entries, posted_movements
 from ledger.store import apply_in_transaction
 from ledger.transparency import LogReader
 from ledger.types import (
@@ -75,6 +76,7 @@ __all__ = [
     "LedgerUnit",
     "LedgerUsageError",
     "LogReader",
+    "Movements",
     "NewAccount",
     "NewTransfer",
     "PeriodicTask",
@@ -91,8 +93,11 @@ __all__ = [
     "account_entries",
     "apply_in_transaction",
     "export_database",
+    "expiry_void",
     "expiry_void_id",
     "get_balances",
+    "merchant_points_account",
+    "posted_movements",
     "read_export",
     "resident_carbon_account",
     "resident_points_account",

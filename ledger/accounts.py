@@ -52,3 +52,15 @@ def resident_carbon_account(resident_id: uuid.UUID) -> NewAccount:
         code=AccountCode.RESIDENT_CARBON,
         owner_ref=f"resident:{resident_id}",
     )
+
+
+@lru_cache(maxsize=65536)
+def merchant_points_account(merchant_id: uuid.UUID) -> NewAccount:
+    """Points a merchant received for redemptions; a refund can give back no more than it received."""
+    return NewAccount(
+        id=uuid.uuid5(ACCOUNT_NAMESPACE, f"merchant:{merchant_id}:points"),
+        ledger=LedgerUnit.POINTS,
+        code=AccountCode.MERCHANT,
+        owner_ref=f"merchant:{merchant_id}",
+        debits_must_not_exceed_credits=True,
+    )

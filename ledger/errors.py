@@ -14,10 +14,17 @@ from domain.errors import (
 
 
 class LedgerConflict(Conflict):
-    """A deadlock or serialisation failure: nothing was written; retry the whole transaction."""
+    """A deadlock or serialisation failure: nothing was written; retry the whole transaction.
 
-    code = "ledger_conflict"
-    title = "Concurrent ledger writes conflicted; retry"
+    The group committer retries by itself; a caller of the in-transaction path passes it on, and the
+    API answers it as ``409 ledger_busy`` with ``Retry-After``: the client's retry is the new transaction.
+    """
+
+    code = "ledger_busy"
+    title = "The ledger was busy with a conflicting write; retry the request"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, headers={"Retry-After": "1"}, **extra)
 
 
 class LedgerUsageError(CarbonRewardsError):

@@ -50,6 +50,24 @@ def expiry_void_id(pending_id: UUID) -> UUID:
     return uuid.uuid5(EXPIRY_NAMESPACE, str(pending_id))
 
 
+def expiry_void(pending_id: UUID) -> NewTransfer:
+    """The void that expires a pending transfer whose timeout has passed (only it is accepted then).
+
+    The expiry task writes exactly this transfer; a feature that expires its own holds in its own
+    transaction writes it too, and whichever comes second finds it ``exists``.
+    """
+    return NewTransfer(
+        id=expiry_void_id(pending_id),
+        debit_account_id=None,
+        credit_account_id=None,
+        amount=None,
+        ledger=None,
+        code=TransferCode.PENDING_EXPIRED,
+        void_pending=True,
+        pending_id=pending_id,
+    )
+
+
 @dataclass
 class _Submission:
     transfers: Sequence[NewTransfer]
@@ -206,20 +224,7 @@ class Ledger:
             expired = await store.find_expired_pending(conn, limit)
         if not expired:
             return 0
-        voids = [
-            NewTransfer(
-                id=expiry_void_id(p.id),
-                debit_account_id=None,
-                credit_account_id=None,
-                amount=None,
-                ledger=None,
-                code=TransferCode.PENDING_EXPIRED,
-                void_pending=True,
-                pending_id=p.id,
-            )
-            for p in expired
-        ]
-        outcomes = await self.create_transfers(voids)
+        outcomes = await self.create_transfers([expiry_void(p.id) for p in expired])
         return sum(o.applied for o in outcomes)
 
     async def _expire_round(self) -> bool:

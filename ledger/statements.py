@@ -67,3 +67,34 @@ async def account_entries(
         Entry(r["id"], r["timestamp"], r["ledger"], r["code"], r["amount"], r["reference"], r["pending"], r["credit"])
         for r in rows
     ]
+
+
+# Posted effects only: a pending transfer or a void moves no posted balance; a post moves its amount.
+# Each side is read from its (account, timestamp) index.
+POSTED_MOVEMENTS = """
+    SELECT
+        coalesce((SELECT sum(amount) FROM ledger_transfers
+                  WHERE debit_account_id = $1::uuid AND timestamp >= $2::timestamptz AND timestamp < $3::timestamptz
+                    AND NOT pending AND NOT void_pending), 0)::bigint AS debits,
+        coalesce((SELECT sum(amount) FROM ledger_transfers
+                  WHERE credit_account_id = $1::uuid AND timestamp >= $2::timestamptz AND timestamp < $3::timestamptz
+                    AND NOT pending AND NOT void_pending), 0)::bigint AS credits
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Movements:
+    """How much an account's posted debits and credits grew over a period."""
+
+    debits: int
+    credits: int
+
+    @property
+    def net_credit(self) -> int:
+        return self.credits - self.debits
+
+
+async def posted_movements(conn: asyncpg.Connection, account_id: UUID, start: datetime, end: datetime) -> Movements:
+    """Posted debits and credits of ``account_id`` by transfers timestamped in ``[start, end)``."""
+    row = await conn.fetchrow(POSTED_MOVEMENTS, account_id, start, end)
+    return Movements(row["debits"], row["credits"])

@@ -341,3 +341,37 @@ async def link_account(client: Any, resident: dict[str, str], partner: PartnerHa
 async def push(client: Any, partner: PartnerHandle, records: list[dict[str, Any]], **sign: Any) -> Any:
     body, headers = partner.simulator.signed_push(records, **sign)
     return await client.post("/v1/partner/actions:batch", content=body, headers={**headers, **partner.headers})
+
+
+@dataclass
+class MerchantHandle:
+    """A merchant registered through the operator API, with a client-credentials token."""
+
+    id: str
+    headers: dict[str, str]
+
+
+async def register_merchant(client: Any, admin: dict[str, str]) -> MerchantHandle:
+    created = await client.post("/v1/operator/merchants", json={"name": f"shop {uuid.uuid4().hex[:6]}"}, headers=admin)
+    assert created.status_code == 201, created.text
+    credentials = created.json()["credentials"]
+    token = await client.post(
+        "/v1/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": credentials["client_id"],
+            "client_secret": credentials["client_secret"],
+        },
+    )
+    assert token.status_code == 200, token.text
+    return MerchantHandle(created.json()["merchant"]["id"], bearer(token.json()))
+
+
+async def fund_resident(ledger: Ledger, resident_id: UUID, points: int) -> None:
+    """Credit points to a resident straight through the ledger (as crediting an action would)."""
+    from ledger import ISSUANCE_POINTS, resident_points_account
+
+    account = resident_points_account(resident_id)
+    await ledger.create_accounts([ISSUANCE_POINTS, account])
+    [outcome] = await ledger.create_transfers([transfer(ISSUANCE_POINTS.id, account.id, points)])
+    assert outcome.applied, outcome

@@ -55,6 +55,9 @@ VIOLATIONS = {
     "identity-face": ("api.actions.runtime", "api.identity.models"),
     "actions-face": ("api.app", "api.actions.ingestion"),
     "audit-log-face": ("api.identity.clients", "api.audit_log.service"),
+    "webhooks-standalone": ("api.webhooks.outbox", "api.redemptions"),
+    "redemptions-face": ("api.app", "api.redemptions.redeeming"),
+    "webhooks-face": ("api.redemptions.events", "api.webhooks.outbox"),
 }
 
 

@@ -46,6 +46,12 @@ async def _seed(conn: asyncpg.Connection, at: datetime, tag: str) -> None:
     await conn.execute(
         "INSERT INTO partner_hourly_volume (partner_id, hour, slot, records) VALUES ($1, $2, 0, 1)", partner, at
     )
+    await conn.execute(
+        "INSERT INTO idempotency_keys (owner, operation, key, request_hash, status_code, response_sealed, created_at) "
+        "VALUES ('test', 'test', $1, '', 201, '', $2)",
+        tag,
+        at,
+    )
 
 
 async def _tags_left(conn: asyncpg.Connection) -> dict[str, set[str]]:
@@ -54,6 +60,7 @@ async def _tags_left(conn: asyncpg.Connection) -> dict[str, set[str]]:
         "rate_limit_windows": {r[0].removeprefix("test:") for r in buckets},
         "otp_challenges": {bytes(r[0]).decode() for r in await conn.fetch("SELECT phone_hash FROM otp_challenges")},
         "partner_request_signatures": {r[0] for r in await conn.fetch("SELECT digest FROM partner_request_signatures")},
+        "idempotency_keys": {r[0] for r in await conn.fetch("SELECT key FROM idempotency_keys")},
     }
 
 
@@ -64,7 +71,11 @@ async def test_a_sweep_deletes_exactly_the_rows_past_their_retention(database: s
     engine = open_engine(settings, database)  # the service role: the sweep needs no more than it has
     try:
         longest = max(
-            retention.rate_windows, retention.otp_challenges, retention.request_signatures, retention.hourly_volumes
+            retention.rate_windows,
+            retention.otp_challenges,
+            retention.request_signatures,
+            retention.hourly_volumes,
+            retention.idempotency_keys,
         )
         await _seed(conn, NOW - longest - timedelta(seconds=1), "old")
         await _seed(conn, NOW - timedelta(seconds=1), "fresh")
@@ -81,11 +92,13 @@ async def test_a_sweep_deletes_exactly_the_rows_past_their_retention(database: s
             "otp_challenges": 1,
             "partner_request_signatures": 1,
             "partner_hourly_volume": 1,
+            "idempotency_keys": 1,
         }
         assert await _tags_left(conn) == {
             "rate_limit_windows": {"fresh", "edge"},
             "otp_challenges": {"fresh"},
             "partner_request_signatures": {"fresh"},
+            "idempotency_keys": {"fresh"},
         }
         assert await conn.fetchval("SELECT count(*) FROM partner_hourly_volume") == 1
         # A second sweep finds nothing more to do.

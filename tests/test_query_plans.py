@@ -16,6 +16,8 @@ import asyncpg
 import pytest
 
 from api.actions import repository as actions
+from api.redemptions import repository as redemptions
+from api.webhooks import repository as webhooks
 from ledger import account_store, log_store, statements, store
 from tests.helpers import APP_ROLE
 
@@ -32,6 +34,9 @@ KEYED = {
     "a resident's earlier trips": actions.EARLIER_TRIPS,
     "a resident's points per day": actions.CAP_USAGE,
     "an account statement": statements.ACCOUNT_ENTRIES,
+    "an account's posted movements over a period": statements.POSTED_MOVEMENTS,
+    "a merchant's statement lines": redemptions.STATEMENT_LINES,
+    "due webhook deliveries": webhooks._CLAIM,  # noqa: SLF001
 }
 #: A value of each parameter type, for EXPLAIN EXECUTE.
 SAMPLE = {
@@ -41,12 +46,13 @@ SAMPLE = {
     "int": "10",
     "smallint": "0",
     "text": "NULL",
+    "float8": "1.0",
 }
 
 
 def placeholders(sql: str) -> list[str]:
     """The types of ``$n::type`` parameters, in order, for PREPARE."""
-    found = dict(re.findall(r"\$(\d+)::([a-z\[\]]+)", sql))
+    found = dict(re.findall(r"\$(\d+)::([a-z0-9\[\]]+)", sql))
     count = max(int(n) for n in re.findall(r"\$(\d+)", sql))
     return [found.get(str(n), "smallint") for n in range(1, count + 1)]
 
@@ -63,7 +69,8 @@ async def test_a_keyed_statement_never_scans_its_table(fresh_database_url: str, 
     try:
         never_analysed = (
             "SELECT bool_and(reltuples < 0) FROM pg_class "
-            "WHERE relname IN ('ledger_transfers', 'actions', 'ledger_log', 'ledger_tree_nodes')"
+            "WHERE relname IN ('ledger_transfers', 'actions', 'ledger_log', 'ledger_tree_nodes', 'redemptions', "
+            "'webhook_deliveries')"
         )
         assert await conn.fetchval(never_analysed)
         await conn.execute("SET plan_cache_mode = force_generic_plan")

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from api.actions.errors import CreditFailed, LedgerBusy
+from api.actions.errors import CreditFailed
 from domain.methodologies import Reduction
 from ledger import (
     CARBON_POOL,
     ISSUANCE_POINTS,
     SYSTEM_ACCOUNTS,
-    LedgerConflict,
     LedgerUnit,
     NewAccount,
     NewTransfer,
@@ -88,16 +87,13 @@ def accounts_of(residents: set[uuid.UUID]) -> list[NewAccount]:
 async def credit(conn: asyncpg.Connection, credits: Sequence[Credit]) -> None:
     """Write the transfers of ``credits`` in the caller's transaction.
 
-    Any refusal aborts the transaction (nothing half-credited): ``LedgerBusy`` when a concurrent write
-    won (retry the request), ``CreditFailed`` when the ledger refused a transfer.
+    Any refusal aborts the transaction (nothing half-credited): ``LedgerConflict`` (``409 ledger_busy``)
+    when a concurrent write won (retry the request), ``CreditFailed`` when the ledger refused a transfer.
     """
     if not credits:
         return
     transfers = [t for c in credits for t in credit_transfers(c.action_id, c.resident_id, c.reduction, c.points)]
-    try:
-        outcomes = await apply_in_transaction(conn, transfers, accounts=accounts_of({c.resident_id for c in credits}))
-    except LedgerConflict as exc:
-        raise LedgerBusy("a conflicting ledger write won; retry the request", headers={"Retry-After": "1"}) from exc
+    outcomes = await apply_in_transaction(conn, transfers, accounts=accounts_of({c.resident_id for c in credits}))
     refused = [o for o in outcomes if not o.applied]
     if refused:
         raise CreditFailed(f"the ledger refused transfer {refused[0].id}: {refused[0].result.value}")

@@ -45,11 +45,6 @@ class AlreadyReviewed(Conflict):
     title = "This action is not waiting for review"
 
 
-class LedgerBusy(Conflict):
-    code = "ledger_busy"
-    title = "The ledger was busy with a conflicting write; retry the request"
-
-
 class CreditFailed(Conflict):
     code = "credit_failed"
     title = "The ledger refused the credit"

@@ -7,8 +7,9 @@ and its credit commit together or not at all:
 2. **read** what the decision needs (``read``): the linked residents, locked in a fixed order, the
    records decided before, the residents' earlier trips and credited points, the partner's volume;
 3. **decide** every record (``domain.decision.decide``, pure);
-4. **write** the new actions, the ledger credits of the credited ones (``crediting``) and the
-   partner's volume; a record a concurrent submission stored first answers ``duplicate``.
+4. **write** the new actions, the ledger credits of the credited ones (``crediting``), the events
+   the partner subscribed to (``events``) and the partner's volume; a record a concurrent submission
+   stored first answers ``duplicate``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.actions import crediting, repository
+from api.actions import crediting, events, repository
 from api.actions.errors import NotLinkedAtPartner, RecordNotFound
 from api.actions.runtime import ActionsRuntime, get_partner
 from api.database import lookup_session, raw_connection
@@ -123,6 +124,7 @@ async def ingest(
             if a.status is ActionStatus.CREDITED and a.reduction is not None and a.id in stored
         ],
     )
+    await events.decided(conn, partner_id, [a for a in new if a.id in stored])
     if source == "push":
         await repository.count_volume(conn, partner_id, hour_of(now), len(raws))
     # A record absent from ``stored`` was decided by a concurrent submission between our read and our insert.

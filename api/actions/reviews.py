@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.actions import crediting, repository
+from api.actions import crediting, events, repository
 from api.actions.errors import ActionNotFound, AlreadyReviewed
 from api.actions.models import Action
 from api.actions.runtime import ActionsRuntime
@@ -69,6 +69,8 @@ async def decide_review(
     action.decided_at = datetime.now(UTC)
     decision = "approve" if approve else "reject"
     await repository.insert_review(conn, action.id, actor.operator_id, decision, reason)
+    await session.flush()
+    await events.reviewed(conn, action, decision)
     await record(
         session, actor, "action.review", "action", str(action.id), {"decision": decision, "reason": reason}, meta
     )

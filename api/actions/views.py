@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.actions import repository
 from api.actions.models import Action
 from api.database import raw_connection
-from api.pagination import Page, decode_cursor, encode_cursor
+from api.pagination import Page, decode_cursor, page_of
 from ledger import Entry, account_entries, get_balances, resident_carbon_account, resident_points_account
 
 
@@ -47,9 +47,7 @@ async def resident_actions(
 ) -> Page[Action]:
     """The resident's actions, newest first."""
     rows = await repository.resident_actions(session, resident_id, decode_cursor(cursor), limit + 1)
-    more = len(rows) > limit
-    items = list(rows[:limit])
-    return Page(items, encode_cursor(items[-1].received_at, items[-1].id) if more else None)
+    return page_of(rows, limit, lambda action: (action.received_at, action.id))
 
 
 async def statement(session: AsyncSession, resident_id: uuid.UUID, cursor: str | None, limit: int) -> Page[Entry]:
@@ -57,9 +55,7 @@ async def statement(session: AsyncSession, resident_id: uuid.UUID, cursor: str |
     accounts = [resident_points_account(resident_id).id, resident_carbon_account(resident_id).id]
     conn = await raw_connection(session)
     entries = await account_entries(conn, accounts, before=decode_cursor(cursor), limit=limit + 1)
-    page = entries[:limit]
-    more = len(entries) > limit
-    return Page(page, encode_cursor(page[-1].timestamp, page[-1].transfer_id) if more else None)
+    return page_of(entries, limit, lambda entry: (entry.timestamp, entry.transfer_id))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ tokens; operators register merchants and partners and rotate their secrets.
 
 This file is the feature's face: other packages import from ``api.identity`` only (an import
 contract checks it). Modules: ``sign_in`` (each way in), ``sessions`` (refresh tokens, devices),
-``clients`` (merchants and partners), ``operators``, ``rate_limits``, ``tokens`` and
+``clients`` (merchants and partners), ``operators``, ``tokens`` and
 ``signing_keys`` (access tokens and their keys), ``runtime`` (what the services need, built from
 the settings), ``controllers`` and ``schemas`` (HTTP).
 """

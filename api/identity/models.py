@@ -1,5 +1,5 @@
 """Identity tables: residents, one-time codes, API clients (merchants, partners), operators, refresh
-tokens, token signing keys and rate-limit windows.
+tokens and token signing keys.
 
 Secrets are never stored in clear: phone numbers as a keyed hash (HMAC-SHA256 with a server key),
 one-time codes and refresh tokens as SHA-256 digests, client secrets and passwords with argon2,
@@ -13,7 +13,6 @@ from uuid import UUID
 
 from sqlalchemy import (
     Column,
-    DateTime,
     Index,
     Integer,
     LargeBinary,
@@ -133,14 +132,3 @@ class TokenSigningKey(SQLModel, table=True):
     public_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = timestamp()
     retired_at: datetime | None = timestamp(nullable=True, default_now=False)
-
-
-class RateLimitWindow(SQLModel, table=True):
-    """Hits of one bucket (e.g. ``otp:phone:<hash>``) in one fixed window."""
-
-    __tablename__ = "rate_limit_windows"
-    __table_args__ = (Index("ix_rate_limit_windows_window_start", "window_start"),)
-
-    bucket: str = Field(sa_column=Column(String(200), primary_key=True))
-    window_start: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
-    hits: int = Field(sa_column=Column(Integer, nullable=False))

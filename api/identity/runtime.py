@@ -14,7 +14,6 @@ from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.identity import signing_keys
-from api.identity.rate_limits import RateLimits
 from api.identity.tokens import AccessTokens, TokenSigningKey
 from api.keys import ServerSecret, server_secret_seed, token_signing_seed
 from api.settings import Settings
@@ -30,6 +29,19 @@ def password_hasher() -> PasswordHasher:
     Used for operator passwords and client secrets; about 40 ms per hash on this project's CI machine.
     """
     return PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    otp_per_phone: int
+    otp_per_ip: int
+    otp_window_s: int
+    login_per_username: int
+    login_per_ip: int
+    login_window_s: int
+    client_failures_per_client: int
+    client_failures_per_ip: int
+    client_window_s: int
 
 
 @dataclass

@@ -20,8 +20,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.identity.models import ApiClient, Operator, OtpChallenge, Resident
-from api.identity.rate_limits import count_hit, hit_rate_limit, refuse_after_failures
 from api.identity.runtime import IdentityRuntime
+from api.rate_limits import count_hit, hit_rate_limit, refuse_after_failures
 from api.identity.sessions import SignedIn, start_session
 from api.identity.tokens import IssuedToken
 from api.request_meta import RequestMeta

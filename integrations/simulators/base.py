@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +37,29 @@ PatternHandler = Callable[[SimRequest], tuple[int, Any]]
 class _Server(ThreadingHTTPServer):
     #: Room for many simultaneous connections (the default backlog of 5 drops SYNs under load).
     request_queue_size = 256
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """End every open connection, kept-alive ones included: a stopped server answers nothing more."""
+        with self._connections_lock:
+            open_now = list(self.connections)
+        for connection in open_now:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 class SimulatorServer:
@@ -101,6 +126,7 @@ class SimulatorServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 return
 
+        self._handler = RequestHandler
         self._server = _Server((host, port), RequestHandler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -133,6 +159,13 @@ class SimulatorServer:
             self._thread.join()
             self._thread = None
         self._server.server_close()
+        self._server.drop_connections()
+
+    def restart(self) -> SimulatorServer:
+        """Listen again on the same port after ``stop()``: an outside system that went down comes back."""
+        self._server = _Server(self._server.server_address[:2], self._handler)
+        self._server.daemon_threads = True
+        return self.start()
 
     def __enter__(self) -> SimulatorServer:
         return self.start()

@@ -1,5 +1,8 @@
 """Fixed-window rate limits kept in the database, so that every worker and instance counts together.
 
+Shared by the features: one-time codes, sign-in and client credentials (identity), failed
+redemption captures (redemptions).
+
 Two uses: ``hit_rate_limit`` counts every attempt (one-time codes, operator logins);
 ``refuse_after_failures`` with a ``count_hit`` per failure counts only failed attempts (client credentials),
 which leaves honest callers unthrottled.
@@ -8,28 +11,25 @@ which leaves honest callers unthrottled.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Column, DateTime, Index, Integer, String, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import Field, SQLModel
 
-from api.identity.models import RateLimitWindow
 from domain.errors import RateLimited
 
 
-@dataclass(frozen=True)
-class RateLimits:
-    otp_per_phone: int
-    otp_per_ip: int
-    otp_window_s: int
-    login_per_username: int
-    login_per_ip: int
-    login_window_s: int
-    client_failures_per_client: int
-    client_failures_per_ip: int
-    client_window_s: int
+class RateLimitWindow(SQLModel, table=True):
+    """Hits of one bucket (e.g. ``otp:phone:<hash>``) in one fixed window."""
+
+    __tablename__ = "rate_limit_windows"
+    __table_args__ = (Index("ix_rate_limit_windows_window_start", "window_start"),)
+
+    bucket: str = Field(sa_column=Column(String(200), primary_key=True))
+    window_start: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    hits: int = Field(sa_column=Column(Integer, nullable=False))
 
 
 def _window_start(now: datetime, window_s: int) -> datetime:
