@@ -374,6 +374,34 @@ async def test_capture_refuses_unknown_foreign_voided_and_captured_codes(
     assert (await balance(service, resident))["points_available"] == 45
 
 
+async def test_a_code_is_unique_among_held_redemptions(
+    service: httpx.AsyncClient, merchant: MerchantHandle, sms_gateway: SmsGatewaySimulator, ledger: Ledger, database_url: str
+) -> None:
+    """Storing a held redemption whose code another held one has is refused, so a new code is drawn."""
+    import asyncpg
+
+    from api.redemptions.models import Redemption
+    from api.redemptions.repository import insert_held
+
+    offer = await new_offer(service, merchant, points_price=1)
+    resident = await new_resident(service, sms_gateway, ledger, 1)
+    held = (await redeem(service, resident, offer["id"])).json()
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow("SELECT * FROM redemptions WHERE id = $1", uuid.UUID(held["id"]))
+        twin = Redemption(**{**dict(row), "id": uuid.uuid4()})
+
+        class RolledBack(Exception):
+            pass
+
+        with pytest.raises(RolledBack):
+            async with conn.transaction():
+                assert await insert_held(conn, twin) is False
+                raise RolledBack
+    finally:
+        await conn.close()
+
+
 async def test_failed_captures_are_limited_per_merchant_but_known_codes_do_not_count(
     database_url: str, sms_gateway: SmsGatewaySimulator, city_idp: CityIdpSimulator, ledger: Ledger
 ) -> None:

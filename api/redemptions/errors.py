@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from domain.errors import Conflict, InvalidInput, NotFound
+from domain.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 
 
 class OfferNotFound(NotFound):
@@ -84,3 +84,10 @@ class LedgerRefused(Conflict):
 class InvalidPeriod(InvalidInput):
     code = "invalid_period"
     title = "The period is not valid"
+
+
+class NoCodeDrawn(ServiceUnavailable):
+    """Every code drawn was the code of a held redemption (a few in 10^9 each): retry."""
+
+    code = "code_unavailable"
+    title = "No unused redemption code could be drawn; retry"

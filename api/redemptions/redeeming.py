@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.database import raw_connection
@@ -36,6 +35,7 @@ from api.redemptions.errors import (
     InsufficientPoints,
     LedgerRefused,
     MerchantLacksPoints,
+    NoCodeDrawn,
     NotCaptured,
     OfferNotFound,
     OfferUnavailable,
@@ -101,7 +101,7 @@ async def redeem(
     if offer.stock is not None and not await repository.take_stock(conn, offer_id):
         raise OutOfStock("no unit of this offer is left")
     assert held.timestamp is not None
-    for attempt in range(_CODE_ATTEMPTS):
+    for _ in range(_CODE_ATTEMPTS):
         code = new_code()
         redemption = Redemption(
             id=redemption_id,
@@ -116,17 +116,11 @@ async def redeem(
             created_at=held.timestamp,
             expires_at=held.timestamp + timedelta(seconds=rt.code_ttl_s),
         )
-        session.add(redemption)
-        try:
-            async with session.begin_nested():
-                await session.flush()
-        except IntegrityError:  # the code of another held redemption (one chance in ~10^9 per live code)
-            if attempt + 1 == _CODE_ATTEMPTS:
-                raise
-            continue
-        break
-    await events.emit(conn, EventType.REDEMPTION_HELD, [redemption])
-    return redemption, code
+        if await repository.insert_held(conn, redemption):
+            await events.emit(conn, EventType.REDEMPTION_HELD, [redemption])
+            return redemption, code
+        # The code of another held redemption (about one chance in 10^9 per live code): draw another.
+    raise NoCodeDrawn("retry the request", headers={"Retry-After": "1"})
 
 
 async def capture(session: AsyncSession, rt: RedemptionsRuntime, merchant_id: uuid.UUID, typed: str) -> Redemption:

@@ -133,6 +133,31 @@ async def live_redemptions(conn: asyncpg.Connection, resident_id: uuid.UUID, off
     )
 
 
+async def insert_held(conn: asyncpg.Connection, r: Redemption) -> bool:
+    """Store a new held redemption; False when its code is the code of another held redemption."""
+    row = await conn.fetchrow(
+        """
+        INSERT INTO redemptions (id, offer_id, merchant_id, resident_id, points, status, code_hash, code_sealed,
+            hold_transfer_id, created_at, expires_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT (code_hash) WHERE status = 'held' DO NOTHING
+        RETURNING id
+        """,
+        r.id,
+        r.offer_id,
+        r.merchant_id,
+        r.resident_id,
+        r.points,
+        r.status,
+        r.code_hash,
+        r.code_sealed,
+        r.hold_transfer_id,
+        r.created_at,
+        r.expires_at,
+    )
+    return row is not None
+
+
 async def redemption_for_update(session: AsyncSession, redemption_id: uuid.UUID) -> Redemption | None:
     query = select(Redemption).where(Redemption.id == redemption_id).with_for_update()
     return (await session.scalars(query.execution_options(populate_existing=True))).first()
