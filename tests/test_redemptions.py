@@ -249,6 +249,51 @@ async def test_the_statement_totals_equal_the_ledger_movements_and_stream_as_csv
     )
 
 
+async def test_merchants_list_their_redemptions_by_status_offer_and_time(
+    service: httpx.AsyncClient,
+    admin: dict[str, str],
+    merchant: MerchantHandle,
+    sms_gateway: SmsGatewaySimulator,
+    ledger: Ledger,
+) -> None:
+    other = await register_merchant(service, admin)
+    latte, tea = await new_offer(service, merchant, points_price=1), await new_offer(service, merchant, points_price=1)
+    resident = await new_resident(service, sms_gateway, ledger, 10)
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    held = [(await redeem(service, resident, offer["id"])).json() for offer in (latte, tea, latte)]
+    await service.post("/v1/merchant/redemptions:capture", json={"code": held[0]["code"]}, headers=merchant.headers)
+    await service.post(f"/v1/merchant/redemptions/{held[1]['id']}/void", headers=merchant.headers)
+
+    async def listed(**params: Any) -> list[str]:
+        ids, cursor = [], None
+        while True:
+            page = (
+                await service.get(
+                    "/v1/merchant/redemptions",
+                    params={**params, "limit": 1, **({"cursor": cursor} if cursor else {})},
+                    headers=merchant.headers,
+                )
+            ).json()
+            ids += [r["id"] for r in page["items"]]
+            if not (cursor := page["next_cursor"]):
+                return ids
+
+    assert await listed() == [h["id"] for h in reversed(held)]
+    assert await listed(status="captured") == [held[0]["id"]]
+    assert await listed(offer_id=latte["id"]) == [held[2]["id"], held[0]["id"]]
+    assert await listed(status="held", offer_id=latte["id"]) == [held[2]["id"]]
+    assert await listed(**{"from": before.isoformat(), "to": held[1]["created_at"]}) == [held[0]["id"]]
+    assert (await service.get("/v1/merchant/redemptions", headers=other.headers)).json()["items"] == []
+    mine = (await service.get("/v1/me/redemptions", headers=resident["headers"])).json()["items"]
+    assert [r["id"] for r in mine] == [h["id"] for h in reversed(held)]
+    assert [r["code"] is not None for r in mine] == [True, False, False]
+    problem(
+        await service.get("/v1/merchant/redemptions", params={"status": "lost"}, headers=merchant.headers),
+        422,
+        "invalid_input",
+    )
+
+
 async def test_offers_are_the_merchants_own_and_residents_see_the_open_ones(
     service: httpx.AsyncClient, admin: dict[str, str], sms_gateway: SmsGatewaySimulator, ledger: Ledger
 ) -> None:
@@ -375,7 +420,11 @@ async def test_capture_refuses_unknown_foreign_voided_and_captured_codes(
 
 
 async def test_a_code_is_unique_among_held_redemptions(
-    service: httpx.AsyncClient, merchant: MerchantHandle, sms_gateway: SmsGatewaySimulator, ledger: Ledger, database_url: str
+    service: httpx.AsyncClient,
+    merchant: MerchantHandle,
+    sms_gateway: SmsGatewaySimulator,
+    ledger: Ledger,
+    database_url: str,
 ) -> None:
     """Storing a held redemption whose code another held one has is refused, so a new code is drawn."""
     import asyncpg

@@ -315,3 +315,61 @@ async def test_endpoints_take_only_their_own_events_and_http_urls(api: Any, data
         headers=merchant.headers,
     )
     assert renewed.status_code == 201 and renewed.json()["secret"] != created.json()["secret"]
+
+
+async def test_a_failing_endpoint_is_paused_instead_of_hammered(
+    database_url: str,
+    sms_gateway: SmsGatewaySimulator,
+    city_idp: CityIdpSimulator,
+    ledger: Ledger,
+    receiver: WebhookReceiver,
+    owner_conn: asyncpg.Connection,
+) -> None:
+    """Two failures in a row open the endpoint's circuit for 30 s: the other deliveries wait, uncounted."""
+    settings = {"webhook_breaker_threshold": 2, "webhook_breaker_cooldown_s": 30, "webhook_backoff_s": 0.01,
+                "webhook_max_backoff_s": 0.01}  # fmt: skip
+    async with service(database_url, sms_gateway, city_idp, **settings) as client:
+        admin = bearer(await sign_in_operator(client, database_url, "admin"))
+        merchant = await register_merchant(client, admin)
+        await subscribe(client, merchant.headers, receiver, ["redemption.held"])
+        receiver.fail_next(10**6)
+        offer = await an_offer(client, merchant, price=1)
+        resident = await resident_with_points(client, sms_gateway, ledger, 5)
+        for _ in range(5):
+            assert (
+                await client.post("/v1/me/redemptions", json={"offer_id": offer}, headers=resident)
+            ).status_code == 201
+        await eventually(lambda: receiver.deliveries >= 2, "two attempts")
+        await asyncio.sleep(1.5)  # without the circuit, ~150 attempts a second would be made meanwhile
+    assert receiver.deliveries == 2
+    attempts = await owner_conn.fetchval(
+        "SELECT sum(d.attempts) FROM webhook_deliveries AS d JOIN outbox_events AS e ON e.id = d.event_id "
+        "WHERE e.owner_id = $1",
+        uuid.UUID(merchant.id),
+    )
+    assert attempts == 2
+
+
+async def test_partners_hear_of_the_review_of_a_held_action(
+    database_url: str, sms_gateway: SmsGatewaySimulator, city_idp: CityIdpSimulator, receiver: WebhookReceiver
+) -> None:
+    async with service(database_url, sms_gateway, city_idp, anomaly_floor_per_hour=1, anomaly_factor=2) as client:
+        admin = bearer(await sign_in_operator(client, database_url, "admin"))
+        with PartnerSimulator("transit") as simulator:
+            partner = await register_partner(client, admin, simulator)  # type: ignore[arg-type]
+            await subscribe(client, partner.headers, receiver, ["action.reviewed"])
+            resident = bearer(await sign_in_resident(client, sms_gateway))
+            ref = await link_account(client, resident, partner)
+            records = [trip(ref, yesterday_at(6 + i), 25, 10_000) for i in range(2)]
+            results = (await push(client, partner, records)).json()["results"]
+        assert [r["outcome"] for r in results] == ["credited", "pending_review"]
+        held = results[1]["action_id"]
+        decided = await client.post(
+            f"/v1/operator/reviews/{held}", json={"decision": "approve", "reason": "ok"}, headers=admin
+        )
+        assert decided.status_code == 200, decided.text
+        await eventually(lambda: len(receiver.events) == 1, "the review's event")
+    [reviewed] = receiver.events.values()
+    assert reviewed["type"] == "action.reviewed"
+    assert reviewed["data"]["action_id"] == held and reviewed["data"]["decision"] == "approve"
+    assert reviewed["data"]["status"] == "credited" and reviewed["data"]["points"] == 5
