@@ -454,7 +454,9 @@ async def test_a_code_is_unique_among_held_redemptions(
 async def test_failed_captures_are_limited_per_merchant_but_known_codes_do_not_count(
     database_url: str, sms_gateway: SmsGatewaySimulator, city_idp: CityIdpSimulator, ledger: Ledger
 ) -> None:
-    app = create_app(service_settings(sms_gateway, city_idp, capture_failures_per_merchant=3), database_url)
+    # One window for the whole test (it started in 2001 and ends in 2033): a test never straddles two.
+    settings = service_settings(sms_gateway, city_idp, capture_failures_per_merchant=3, capture_failure_window_s=10**9)
+    app = create_app(settings, database_url)
     async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=120) as client:
         admin = bearer(await sign_in_operator(client, database_url, "admin"))
         merchant, neighbour = await register_merchant(client, admin), await register_merchant(client, admin)
@@ -490,7 +492,6 @@ async def test_an_expired_code_releases_the_points_and_the_stock(
     offer = await new_offer(short_lived, merchant, points_price=20, stock=1)
     resident = await new_resident(short_lived, sms_gateway, ledger, 40)
     held = (await redeem(short_lived, resident, offer["id"])).json()
-    problem(await redeem(short_lived, resident, offer["id"]), 409, "out_of_stock")
     deadline = asyncio.get_running_loop().time() + 60
     while (await short_lived.get(f"/v1/me/redemptions/{held['id']}", headers=resident["headers"])).json()[
         "status"

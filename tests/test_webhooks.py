@@ -27,6 +27,7 @@ from tests.helpers import (
     fund_resident,
     identity_settings,
     link_account,
+    open_ledger,
     push,
     register_merchant,
     register_partner,
@@ -60,7 +61,7 @@ async def service(
         "db_pool_timeout_s": 120,
         "pending_expiry_interval_s": 0.2,
         "redemption_code_ttl_s": 600,
-        "webhook_timeout_s": 5,
+        "webhook_timeout_s": 20,  # a stall of this machine must not look like a failed delivery
         "webhook_backoff_s": 0.05,
         "webhook_max_backoff_s": 0.3,
         "webhook_poll_interval_s": 0.05,
@@ -189,15 +190,14 @@ def received(receiver: WebhookReceiver) -> set[tuple[str, str]]:
 
 
 async def test_a_dead_delivery_is_redelivered_by_an_admin_and_audited(
-    database_url: str,
-    sms_gateway: SmsGatewaySimulator,
-    city_idp: CityIdpSimulator,
-    ledger: Ledger,
-    receiver: WebhookReceiver,
+    fresh_database_url: str, sms_gateway: SmsGatewaySimulator, city_idp: CityIdpSimulator, receiver: WebhookReceiver
 ) -> None:
-    async with service(
-        database_url, sms_gateway, city_idp, webhook_max_attempts=2, webhook_breaker_threshold=100
-    ) as client:
+    """On a database of its own: no other app's dispatcher (with other settings) may attempt the delivery."""
+    database_url = fresh_database_url
+    async with (
+        open_ledger(database_url) as ledger,
+        service(database_url, sms_gateway, city_idp, webhook_max_attempts=2, webhook_breaker_threshold=100) as client,
+    ):
         admin = bearer(await sign_in_operator(client, database_url, "admin"))
         auditor = bearer(await sign_in_operator(client, database_url, "auditor"))
         merchant = await register_merchant(client, admin)
@@ -318,17 +318,17 @@ async def test_endpoints_take_only_their_own_events_and_http_urls(api: Any, data
 
 
 async def test_a_failing_endpoint_is_paused_instead_of_hammered(
-    database_url: str,
-    sms_gateway: SmsGatewaySimulator,
-    city_idp: CityIdpSimulator,
-    ledger: Ledger,
-    receiver: WebhookReceiver,
-    owner_conn: asyncpg.Connection,
+    fresh_database_url: str, sms_gateway: SmsGatewaySimulator, city_idp: CityIdpSimulator, receiver: WebhookReceiver
 ) -> None:
     """Two failures in a row open the endpoint's circuit for 30 s: the other deliveries wait, uncounted."""
-    settings = {"webhook_breaker_threshold": 2, "webhook_breaker_cooldown_s": 30, "webhook_backoff_s": 0.01,
-                "webhook_max_backoff_s": 0.01}  # fmt: skip
-    async with service(database_url, sms_gateway, city_idp, **settings) as client:
+    settings = {
+        "webhook_breaker_threshold": 2,
+        "webhook_breaker_cooldown_s": 30,
+        "webhook_backoff_s": 0.01,
+        "webhook_max_backoff_s": 0.01,
+    }
+    database_url = fresh_database_url  # of its own: the only dispatcher on it is this app's
+    async with open_ledger(database_url) as ledger, service(database_url, sms_gateway, city_idp, **settings) as client:
         admin = bearer(await sign_in_operator(client, database_url, "admin"))
         merchant = await register_merchant(client, admin)
         await subscribe(client, merchant.headers, receiver, ["redemption.held"])
@@ -341,12 +341,16 @@ async def test_a_failing_endpoint_is_paused_instead_of_hammered(
             ).status_code == 201
         await eventually(lambda: receiver.deliveries >= 2, "two attempts")
         await asyncio.sleep(1.5)  # without the circuit, ~150 attempts a second would be made meanwhile
-    assert receiver.deliveries == 2
-    attempts = await owner_conn.fetchval(
-        "SELECT sum(d.attempts) FROM webhook_deliveries AS d JOIN outbox_events AS e ON e.id = d.event_id "
-        "WHERE e.owner_id = $1",
-        uuid.UUID(merchant.id),
-    )
+        assert receiver.deliveries == 2
+    owner_conn = await asyncpg.connect(database_url)
+    try:
+        attempts = await owner_conn.fetchval(
+            "SELECT sum(d.attempts) FROM webhook_deliveries AS d JOIN outbox_events AS e ON e.id = d.event_id "
+            "WHERE e.owner_id = $1",
+            uuid.UUID(merchant.id),
+        )
+    finally:
+        await owner_conn.close()
     assert attempts == 2
 
 
