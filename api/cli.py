@@ -181,10 +181,17 @@ def _verify_export(path: Path) -> int:
 
 
 async def _export(settings: Settings, output: Path) -> int:
-    from ledger import export_database
+    from ledger import export_lines
 
-    with output.open("w", encoding="utf-8") as out:
-        count = await _on_database(settings, lambda conn: export_database(conn, out, settings.ledger_log_origin))
+    async def write(conn: asyncpg.Connection) -> int:
+        leaves = 0
+        with output.open("w", encoding="utf-8") as out:
+            async for line in export_lines(conn, settings.ledger_log_origin):
+                out.write(line)
+                leaves += line.startswith('{"type": "leaf"')
+        return leaves
+
+    count = await _on_database(settings, write)
     print(f"exported {count} sealed transfers to {output}")
     return 0
 

@@ -15,15 +15,19 @@ resident's account ids, so no lookup table is needed. See docs/ledger.md.
 
 from ledger.accounts import (
     CARBON_POOL,
+    EXCHANGE,
     ISSUANCE_POINTS,
     SYSTEM_ACCOUNTS,
     merchant_points_account,
     resident_carbon_account,
     resident_points_account,
+    resident_receivable_account,
 )
-from ledger.audit import export_database, verify_database
+from ledger.account_store import lookup_accounts as find_accounts
+from ledger.audit import export_lines, verify_database
 from ledger.balances import get_balances
 from ledger.checkpoint import Checkpoint, PublicKey, Signer, timestamp_millis
+from ledger.checkpoint import verify_signature as verify_checkpoint_signature
 from ledger.errors import (
     CheckpointRejected,
     LedgerClosed,
@@ -33,6 +37,17 @@ from ledger.errors import (
     TreeSizeNotFound,
 )
 from ledger.ids import uuid7
+from ledger.log_store import InclusionProof
+from ledger.leaf import decode as decode_leaf
+from ledger.inspection import (
+    RunningEntry,
+    SealedTransfer,
+    accounts_of,
+    balance_at,
+    find_transfers,
+    running_statement,
+    sealed_transfers,
+)
 from ledger.periodic import PeriodicTask
 from ledger.sealer import Sealer
 from ledger.service import Ledger, expiry_void, expiry_void_id
@@ -54,10 +69,22 @@ from ledger.types import (
     TransferCode,
     TransferOutcome,
 )
-from ledger.verify import ExportFormatError, VerifyReport, read_export, verify_log
+from ledger.merkle import CompactRange as MerkleRange
+from ledger.merkle import leaf_hash as merkle_leaf_hash
+from ledger.merkle import verify_inclusion
+from ledger.verify import (
+    ExportFormatError,
+    VerifyReport,
+    checkpoint_from_json,
+    checkpoint_to_json,
+    leaf_fields_to_json,
+    read_export,
+    verify_log,
+)
 
 __all__ = [
     "CARBON_POOL",
+    "EXCHANGE",
     "ISSUANCE_POINTS",
     "SYSTEM_ACCOUNTS",
     "Account",
@@ -70,18 +97,22 @@ __all__ = [
     "CreateTransferResult",
     "Entry",
     "ExportFormatError",
+    "InclusionProof",
     "Ledger",
     "LedgerClosed",
     "LedgerConflict",
     "LedgerUnit",
     "LedgerUsageError",
     "LogReader",
+    "MerkleRange",
     "Movements",
     "NewAccount",
     "NewTransfer",
     "PeriodicTask",
     "PublicKey",
     "RecomputeReport",
+    "RunningEntry",
+    "SealedTransfer",
     "Sealer",
     "Signer",
     "Transfer",
@@ -91,18 +122,32 @@ __all__ = [
     "TreeSizeNotFound",
     "VerifyReport",
     "account_entries",
+    "accounts_of",
+    "balance_at",
+    "checkpoint_from_json",
+    "checkpoint_to_json",
+    "decode_leaf",
     "apply_in_transaction",
-    "export_database",
+    "export_lines",
     "expiry_void",
     "expiry_void_id",
+    "find_accounts",
+    "find_transfers",
     "get_balances",
+    "leaf_fields_to_json",
+    "merkle_leaf_hash",
     "merchant_points_account",
     "posted_movements",
     "read_export",
     "resident_carbon_account",
     "resident_points_account",
+    "resident_receivable_account",
+    "running_statement",
+    "sealed_transfers",
     "timestamp_millis",
     "uuid7",
+    "verify_checkpoint_signature",
+    "verify_inclusion",
     "verify_database",
     "verify_log",
 ]

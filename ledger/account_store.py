@@ -33,7 +33,7 @@ SELECT_ACCOUNTS = f"""
     CROSS JOIN LATERAL (SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE id = k.id OFFSET 0) AS a
 """
 
-def _account_from_row(row: asyncpg.Record) -> Account:
+def account_from_row(row: asyncpg.Record) -> Account:
     return Account(
         id=row["id"],
         ledger=LedgerUnit(row["ledger"]),
@@ -139,7 +139,7 @@ async def lookup_accounts(conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict
     if not ids:
         return {}
     rows = await conn.fetch(SELECT_ACCOUNTS, ids)
-    return {r["id"]: _account_from_row(r) for r in rows}
+    return {r["id"]: account_from_row(r) for r in rows}
 
 
 class AccountCache:

@@ -28,6 +28,13 @@ CARBON_POOL = NewAccount(
     code=AccountCode.CARBON_POOL,
     owner_ref="system:carbon_pool",
 )
+#: Reductions handed to the carbon exchange (grams CO₂e): its credits are everything exported.
+EXCHANGE = NewAccount(
+    id=uuid.uuid5(ACCOUNT_NAMESPACE, "system:exchange:co2e_g"),
+    ledger=LedgerUnit.CO2E_G,
+    code=AccountCode.EXCHANGE,
+    owner_ref="system:exchange",
+)
 SYSTEM_ACCOUNTS = (ISSUANCE_POINTS, CARBON_POOL)
 
 
@@ -63,4 +70,20 @@ def merchant_points_account(merchant_id: uuid.UUID) -> NewAccount:
         code=AccountCode.MERCHANT,
         owner_ref=f"merchant:{merchant_id}",
         debits_must_not_exceed_credits=True,
+    )
+
+
+@lru_cache(maxsize=65536)
+def resident_receivable_account(resident_id: uuid.UUID) -> NewAccount:
+    """Points a resident owes the programme: what a reversal could not take back because they were spent.
+
+    Its debits are what was owed, its credits what was settled from later credits; it is never settled
+    beyond what is owed (credits may not exceed debits).
+    """
+    return NewAccount(
+        id=uuid.uuid5(ACCOUNT_NAMESPACE, f"resident:{resident_id}:receivable"),
+        ledger=LedgerUnit.POINTS,
+        code=AccountCode.RECEIVABLE,
+        owner_ref=f"resident:{resident_id}",
+        credits_must_not_exceed_debits=True,
     )

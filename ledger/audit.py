@@ -1,14 +1,15 @@
 """Auditing the stored ledger: verify it in place, or export what an offline verifier needs.
 
-Both read one consistent snapshot (a REPEATABLE READ, read-only transaction) and stream the log, so
-memory stays flat however long the log is. Beyond ``verify.LogVerifier``'s checks, the database
+Both read one consistent snapshot (a REPEATABLE READ, read-only transaction) and stream the log
+through a server-side cursor, so memory stays flat however long the log is. Beyond ``verify.LogVerifier``'s checks, the database
 audit also finds transfers that sit below the sealing cursor without being in the log (a row slipped
 into history) and balances that no longer match their transfers.
 """
 
 from __future__ import annotations
 
-from typing import IO
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 
 import asyncpg
 
@@ -17,13 +18,24 @@ from ledger.verify import (
     LogRecord,
     LogVerifier,
     VerifyReport,
-    write_export_head,
-    write_export_record,
+    export_head_lines,
+    export_record_line,
 )
+
+#: Reported to a verification's ``progress`` every this many leaves.
+PROGRESS_EVERY = 10_000
+#: Rows fetched per round trip of the log's cursor.
+_PREFETCH = 2000
 
 _LOG_WITH_TRANSFERS = f"""
     SELECT l.position, l.transfer_id, l.leaf_hash, {log_store.LEAF_COLUMNS}
     FROM ledger_log AS l LEFT JOIN ledger_transfers AS t ON t.id = l.transfer_id
+    ORDER BY l.position
+"""
+_LOG_IN_PERIOD = f"""
+    SELECT l.position, l.transfer_id, l.leaf_hash, {log_store.LEAF_COLUMNS}
+    FROM ledger_log AS l JOIN ledger_transfers AS t ON t.id = l.transfer_id
+    WHERE ($1::timestamptz IS NULL OR t.timestamp >= $1) AND ($2::timestamptz IS NULL OR t.timestamp < $2)
     ORDER BY l.position
 """
 
@@ -33,13 +45,29 @@ def _record(row: asyncpg.Record) -> LogRecord:
     return LogRecord(row["position"], row["transfer_id"], bytes(row["leaf_hash"]), transfer)
 
 
-async def verify_database(conn: asyncpg.Connection, origin: str, *, check_balances: bool = True) -> VerifyReport:
-    """Verify every leaf, checkpoint and signature, look for unsealed rows in sealed history, and balances."""
+async def verify_database(
+    conn: asyncpg.Connection,
+    origin: str,
+    *,
+    check_balances: bool = True,
+    progress: Callable[[int, int], Awaitable[None]] | None = None,
+) -> VerifyReport:
+    """Verify every leaf, checkpoint and signature, look for unsealed rows in sealed history, and balances.
+
+    ``progress(leaves_checked, leaves_in_log)`` is awaited every ``PROGRESS_EVERY`` leaves and at the end.
+    """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         verifier = LogVerifier(await log_store.all_checkpoints(conn), await log_store.public_keys(conn), origin)
-        async for row in conn.cursor(_LOG_WITH_TRANSFERS, prefetch=2000):
+        total = (await log_store.log_head(conn)).size
+        checked = 0
+        async for row in conn.cursor(_LOG_WITH_TRANSFERS, prefetch=_PREFETCH):
             verifier.feed(_record(row))
+            checked += 1
+            if progress is not None and checked % PROGRESS_EVERY == 0:
+                await progress(checked, total)
         report = verifier.finish()
+        if progress is not None:
+            await progress(checked, total)
         head = await log_store.log_head(conn)
         strays = await conn.fetch(
             """
@@ -71,13 +99,21 @@ async def verify_database(conn: asyncpg.Connection, origin: str, *, check_balanc
     return report
 
 
-async def export_database(conn: asyncpg.Connection, out: IO[str], origin: str) -> int:
-    """Write the keys, checkpoints and every sealed transfer to ``out``; returns the number of leaves."""
+async def export_lines(
+    conn: asyncpg.Connection, origin: str, start: datetime | None = None, end: datetime | None = None
+) -> AsyncIterator[str]:
+    """The export file, line by line: keys, checkpoints and every sealed transfer (JSON Lines).
+
+    With ``start`` or ``end``, only the leaves of transfers timestamped in ``[start, end)``: for reading,
+    since a log with gaps cannot be verified.
+    """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         keys = (await log_store.public_keys(conn)).values()
-        write_export_head(out, origin, keys, await log_store.all_checkpoints(conn))
-        count = 0
-        async for row in conn.cursor(_LOG_WITH_TRANSFERS, prefetch=2000):
-            write_export_record(out, _record(row))
-            count += 1
-        return count
+        for line in export_head_lines(origin, keys, await log_store.all_checkpoints(conn)):
+            yield line
+        if start is None and end is None:
+            rows = conn.cursor(_LOG_WITH_TRANSFERS, prefetch=_PREFETCH)
+        else:
+            rows = conn.cursor(_LOG_IN_PERIOD, start, end, prefetch=_PREFETCH)
+        async for row in rows:
+            yield export_record_line(_record(row))

@@ -262,14 +262,14 @@ class BatchProcessor:
         vector[index] += delta
         balance = self.balances.get(account_id)
         if balance is not None:
-            _bump(balance, index, delta)
+            bump_balance(balance, index, delta)
         if not self._keep_undo:
             return
 
         def undo() -> None:
             vector[index] -= delta
             if balance is not None:
-                _bump(balance, index, -delta)
+                bump_balance(balance, index, -delta)
 
         self._undo.append(undo)
 
@@ -295,7 +295,7 @@ def balance_effects(tr: Transfer, pending_amount: int) -> list[tuple[UUID, int, 
     return [(d, DEBITS_POSTED, tr.amount), (c, CREDITS_POSTED, tr.amount)]
 
 
-def _bump(balance: Balance, index: int, delta: int) -> None:
+def bump_balance(balance: Balance, index: int, delta: int) -> None:
     if index == DEBITS_PENDING:
         balance.debits_pending += delta
     elif index == DEBITS_POSTED:

@@ -253,6 +253,15 @@ SEALED_TRANSFER = f"""
 """
 
 
+async def count_in_tree(conn: asyncpg.Connection, transfer_ids: Sequence[UUID], tree_size: int) -> int:
+    """How many of these transfers are leaves of the tree of ``tree_size`` leaves."""
+    return await conn.fetchval(
+        "SELECT count(*) FROM ledger_log WHERE transfer_id = ANY($1::uuid[]) AND position < $2",
+        list(transfer_ids),
+        tree_size,
+    )
+
+
 async def inclusion_proof(
     conn: asyncpg.Connection, transfer_id: UUID, tree_size: int, *, owner_ref: str | None = None
 ) -> InclusionProof:

@@ -70,15 +70,17 @@ async def account_entries(
 
 
 # Posted effects only: a pending transfer or a void moves no posted balance; a post moves its amount.
-# Each side is read from its (account, timestamp) index.
+# Each side is read from its (account, timestamp) index; $4, when given, keeps only those codes.
 POSTED_MOVEMENTS = """
     SELECT
         coalesce((SELECT sum(amount) FROM ledger_transfers
                   WHERE debit_account_id = $1::uuid AND timestamp >= $2::timestamptz AND timestamp < $3::timestamptz
-                    AND NOT pending AND NOT void_pending), 0)::bigint AS debits,
+                    AND NOT pending AND NOT void_pending AND ($4::text[] IS NULL OR code = ANY($4))), 0)::bigint
+            AS debits,
         coalesce((SELECT sum(amount) FROM ledger_transfers
                   WHERE credit_account_id = $1::uuid AND timestamp >= $2::timestamptz AND timestamp < $3::timestamptz
-                    AND NOT pending AND NOT void_pending), 0)::bigint AS credits
+                    AND NOT pending AND NOT void_pending AND ($4::text[] IS NULL OR code = ANY($4))), 0)::bigint
+            AS credits
 """
 
 
@@ -94,7 +96,9 @@ class Movements:
         return self.credits - self.debits
 
 
-async def posted_movements(conn: asyncpg.Connection, account_id: UUID, start: datetime, end: datetime) -> Movements:
-    """Posted debits and credits of ``account_id`` by transfers timestamped in ``[start, end)``."""
-    row = await conn.fetchrow(POSTED_MOVEMENTS, account_id, start, end)
+async def posted_movements(
+    conn: asyncpg.Connection, account_id: UUID, start: datetime, end: datetime, codes: Sequence[str] | None = None
+) -> Movements:
+    """Posted debits and credits of ``account_id`` by transfers timestamped in ``[start, end)`` (of ``codes``)."""
+    row = await conn.fetchrow(POSTED_MOVEMENTS, account_id, start, end, list(codes) if codes is not None else None)
     return Movements(row["debits"], row["credits"])

@@ -37,10 +37,18 @@ from ledger.types import (
     TransferOutcome,
 )
 
-_TRANSFER_COLUMNS = (
-    "id, debit_account_id, credit_account_id, amount, ledger, code, reference, metadata::text AS metadata, "
-    "pending, post_pending, void_pending, linked, pending_id, timeout_s, timestamp, expires_at"
-)
+def transfer_columns(alias: str = "") -> str:
+    """The columns ``transfer_from_row`` reads, of the table named ``alias`` in a join (metadata as text)."""
+    prefix = f"{alias}." if alias else ""
+    return (
+        f"{prefix}id, {prefix}debit_account_id, {prefix}credit_account_id, {prefix}amount, {prefix}ledger, "
+        f"{prefix}code, {prefix}reference, {prefix}metadata::text AS metadata, {prefix}pending, {prefix}post_pending, "
+        f"{prefix}void_pending, {prefix}linked, {prefix}pending_id, {prefix}timeout_s, {prefix}timestamp, "
+        f"{prefix}expires_at"
+    )
+
+
+_TRANSFER_COLUMNS = transfer_columns()
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 
 # Keyed reads probe the index once per key (a LATERAL subquery that OFFSET 0 keeps from being
@@ -122,7 +130,7 @@ def connection_slot(conn: asyncpg.Connection) -> int:
     return conn.get_server_pid() % BALANCE_SLOTS
 
 
-def _transfer_from_row(row: asyncpg.Record) -> Transfer:
+def transfer_from_row(row: asyncpg.Record) -> Transfer:
     metadata = row["metadata"]
     return Transfer(
         id=row["id"],
@@ -200,13 +208,13 @@ async def _apply_segments(
     pending_ids = {t.pending_id for segment in segments for t in segment if t.pending_id is not None}
     now: datetime = await conn.fetchval(_LOCK_IDS, sorted({lock_key(i) for i in transfer_ids | pending_ids}))
     known = {
-        r["id"]: _transfer_from_row(r)
+        r["id"]: transfer_from_row(r)
         for r in await conn.fetch(_SELECT_TRANSFERS, list(transfer_ids | pending_ids))
     }
     resolutions: dict[UUID, Transfer] = {}
     if pending_ids:
         for r in await conn.fetch(_SELECT_RESOLUTIONS, list(pending_ids)):
-            resolutions[r["pending_id"]] = _transfer_from_row(r)
+            resolutions[r["pending_id"]] = transfer_from_row(r)
 
     # Only transfers that do not exist yet can move balances: a pure retry locks and writes nothing.
     account_ids: set[UUID] = set()
@@ -287,7 +295,7 @@ async def _write_deltas(
 
 async def lookup_transfers(conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict[UUID, Transfer]:
     rows = await conn.fetch(_SELECT_TRANSFERS, list(set(ids)))
-    return {r["id"]: _transfer_from_row(r) for r in rows}
+    return {r["id"]: transfer_from_row(r) for r in rows}
 
 
 async def find_expired_pending(conn: asyncpg.Connection, limit: int) -> list[Transfer]:
@@ -301,6 +309,6 @@ async def find_expired_pending(conn: asyncpg.Connection, limit: int) -> list[Tra
         """,
         limit,
     )
-    return [_transfer_from_row(r) for r in rows]
+    return [transfer_from_row(r) for r in rows]
 
 

@@ -1,18 +1,59 @@
-"""Read side of the Merkle log for callers without a connection of their own (the HTTP API)."""
+"""Read side of the Merkle log for callers without a connection of their own (the HTTP API).
+
+Checkpoints, keys and proofs; the whole log as the export file (JSON Lines, what ``carbon-rewards
+ledger verify --export`` checks) or a period of it as CSV, both streamed from a server-side cursor on
+a pooled connection held for the stream's length; and the verifier on live data.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
 from ledger import log_store
+from ledger.audit import export_lines, verify_database
 from ledger.checkpoint import Checkpoint, PublicKey
-from ledger.errors import TreeSizeNotFound
+from ledger.errors import TransferNotSealed, TreeSizeNotFound
+from ledger.store import transfer_columns
+from ledger.verify import VerifyReport
+
+CSV_COLUMNS = (
+    "position",
+    "transfer_id",
+    "timestamp",
+    "ledger",
+    "code",
+    "debit_account_id",
+    "credit_account_id",
+    "amount",
+    "pending",
+    "post_pending",
+    "void_pending",
+    "pending_id",
+    "reference",
+    "metadata",
+)
+_LOG_IN_PERIOD = f"""
+    SELECT l.position, {transfer_columns("t")}
+    FROM ledger_log AS l JOIN ledger_transfers AS t ON t.id = l.transfer_id
+    WHERE ($1::timestamptz IS NULL OR t.timestamp >= $1) AND ($2::timestamptz IS NULL OR t.timestamp < $2)
+    ORDER BY l.position
+"""
+#: Rows gathered into one chunk of a streamed export.
+_CHUNK_ROWS = 500
+
+
+#: Transfer ids looked up per query.
+_ID_CHUNK = 10_000
 
 
 class LogReader:
-    """Checkpoints, keys and proofs, each read on a pooled connection."""
+    """Checkpoints, keys, proofs, exports and verification, each on a pooled connection."""
 
     def __init__(self, pool: asyncpg.Pool, origin: str) -> None:
         self.pool = pool
@@ -39,6 +80,84 @@ class LogReader:
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             return await log_store.inclusion_proof(conn, transfer_id, tree_size, owner_ref=owner_ref)
 
+    async def inclusion_proofs(
+        self, transfer_ids: AsyncIterator[UUID], tree_size: int
+    ) -> AsyncIterator[tuple[UUID, log_store.InclusionProof | None]]:
+        """Proofs of many transfers against one checkpoint, on one connection and snapshot, one at a time
+        (None for a transfer not in that tree)."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            async for transfer_id in transfer_ids:
+                try:
+                    yield transfer_id, await log_store.inclusion_proof(conn, transfer_id, tree_size)
+                except TransferNotSealed:
+                    yield transfer_id, None
+
+    async def count_in_tree(self, transfer_ids: AsyncIterator[UUID], tree_size: int) -> int:
+        """How many of these transfers the tree of ``tree_size`` leaves holds (one query per 10,000)."""
+        found = 0
+        chunk: list[UUID] = []
+        async with self.pool.acquire() as conn:
+            async for transfer_id in transfer_ids:
+                chunk.append(transfer_id)
+                if len(chunk) == _ID_CHUNK:
+                    found += await log_store.count_in_tree(conn, chunk, tree_size)
+                    chunk.clear()
+            if chunk:
+                found += await log_store.count_in_tree(conn, chunk, tree_size)
+        return found
+
     async def consistency_proof(self, first: int, second: int) -> log_store.ConsistencyProof:
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             return await log_store.consistency_proof(conn, first, second)
+
+    async def export(self, start: datetime | None = None, end: datetime | None = None) -> AsyncIterator[bytes]:
+        """The log as the export file, in chunks of lines (one snapshot); a period of it when given."""
+        async with self.pool.acquire() as conn:
+            chunk: list[str] = []
+            async for line in export_lines(conn, self.origin, start, end):
+                chunk.append(line)
+                if len(chunk) >= _CHUNK_ROWS:
+                    yield "".join(chunk).encode()
+                    chunk.clear()
+            if chunk:
+                yield "".join(chunk).encode()
+
+    async def export_csv(self, start: datetime | None, end: datetime | None) -> AsyncIterator[bytes]:
+        """The sealed transfers timestamped in ``[start, end)`` (either may be open), in log order, as CSV."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        rows = 0
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            async for r in conn.cursor(_LOG_IN_PERIOD, start, end, prefetch=2000):
+                writer.writerow(_csv_row(r))
+                rows += 1
+                if rows % _CHUNK_ROWS == 0:
+                    yield buffer.getvalue().encode()
+                    buffer.seek(0)
+                    buffer.truncate()
+        yield buffer.getvalue().encode()
+
+    async def verify(self, progress: Callable[[int, int], Awaitable[None]] | None = None) -> VerifyReport:
+        """Every leaf, root, signature and balance, on live data (one snapshot)."""
+        async with self.pool.acquire() as conn:
+            return await verify_database(conn, self.origin, progress=progress)
+
+
+def _csv_row(r: asyncpg.Record) -> tuple[object, ...]:
+    return (
+        r["position"],
+        r["id"],
+        r["timestamp"].isoformat(),
+        r["ledger"],
+        r["code"],
+        r["debit_account_id"],
+        r["credit_account_id"],
+        r["amount"],
+        r["pending"],
+        r["post_pending"],
+        r["void_pending"],
+        r["pending_id"] or "",
+        r["reference"] or "",
+        r["metadata"] or "",
+    )

@@ -42,6 +42,7 @@ class AccountCode(StrEnum):
     CARBON_POOL = "carbon_pool"
     EXCHANGE = "exchange"
     OPERATIONS = "operations"
+    RECEIVABLE = "receivable"
 
 
 class TransferCode(StrEnum):
@@ -55,6 +56,7 @@ class TransferCode(StrEnum):
     PENDING_EXPIRED = "pending_expired"
     EXPORT = "export"
     ADJUSTMENT = "adjustment"
+    SETTLEMENT = "settlement"
 
 
 class CreateAccountResult(StrEnum):

@@ -3,7 +3,7 @@
 ``verify_log`` recomputes every leaf from the transfer's fields, rebuilds the Merkle tree, and
 checks each checkpoint's root and signature against it. It reports every problem it finds, and
 ``first_bad_position`` names the earliest log position that is wrong. An export file (JSON Lines,
-see ``write_export``/``read_export`` and docs/ledger-verification.md) carries exactly what
+see ``export_head_lines``/``read_export`` and docs/ledger-verification.md) carries exactly what
 ``verify_log`` needs, so an auditor can verify offline.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from uuid import UUID
 
 from ledger import merkle
@@ -222,22 +222,26 @@ def checkpoint_from_json(d: Mapping[str, Any]) -> Checkpoint:
     )
 
 
-def write_export_head(
-    out: IO[str], origin: str, keys: Iterable[PublicKey], checkpoints: Iterable[Checkpoint]
-) -> None:
+def export_head_lines(origin: str, keys: Iterable[PublicKey], checkpoints: Iterable[Checkpoint]) -> Iterator[str]:
     """The first lines of an export: header, public keys, checkpoints (the leaves follow)."""
-    out.write(json.dumps({"type": "header", "format": EXPORT_FORMAT, "origin": origin}) + "\n")
+    yield json.dumps({"type": "header", "format": EXPORT_FORMAT, "origin": origin}) + "\n"
     for key in keys:
-        out.write(json.dumps({"type": "key", "key_id": key.key_id, "algorithm": key.algorithm,
-                              "public_key": _b64(key.public_key)}) + "\n")
+        yield json.dumps(
+            {"type": "key", "key_id": key.key_id, "algorithm": key.algorithm, "public_key": _b64(key.public_key)}
+        ) + "\n"
     for cp in checkpoints:
-        out.write(json.dumps({"type": "checkpoint", **checkpoint_to_json(cp)}) + "\n")
+        yield json.dumps({"type": "checkpoint", **checkpoint_to_json(cp)}) + "\n"
 
 
-def write_export_record(out: IO[str], r: LogRecord) -> None:
-    line = {"type": "leaf", "position": r.position, "transfer_id": str(r.transfer_id),
-            "leaf_hash": _b64(r.stored_leaf), "transfer": leaf_fields_to_json(r.transfer) if r.transfer else None}
-    out.write(json.dumps(line, ensure_ascii=False) + "\n")
+def export_record_line(r: LogRecord) -> str:
+    line = {
+        "type": "leaf",
+        "position": r.position,
+        "transfer_id": str(r.transfer_id),
+        "leaf_hash": _b64(r.stored_leaf),
+        "transfer": leaf_fields_to_json(r.transfer) if r.transfer else None,
+    }
+    return json.dumps(line, ensure_ascii=False) + "\n"
 
 
 @dataclass
