@@ -5,7 +5,8 @@ the database URL it is given, starts the sealer that appends committed transfers
 and signs checkpoints, opens the SQLAlchemy engine (the pool requests use) and the HTTP clients,
 builds each feature's runtime (identity publishes this process's token signing key), starts the
 background tasks (the sealer, housekeeping of expired short-lived state, the expiry of held
-redemptions, the webhook dispatcher), and stops and closes everything on shutdown.
+redemptions, the webhook dispatcher) and the
+operators' job runner, and stops and closes everything on shutdown.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from api import actions, audit_log, identity, redemptions, webhooks
+from api import actions, audit_log, identity, oversight, redemptions, webhooks
 from api.client_address import parse_networks
 from api.database import open_engine, provide_db_session
 from api.errors import EXCEPTION_HANDLERS
@@ -95,6 +96,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             app.state.actions = actions.open_actions(settings, methodologies, secret, partner_http)
             app.state.redemptions = redemptions.open_redemptions(settings, secret)
             app.state.webhooks = webhooks.open_webhooks(settings, secret)
+            jobs_runner = app.state.jobs_runner = oversight.JobRunner(app.state.sessionmaker, app.state.log_reader)
             background = [
                 sealer,
                 housekeeping_task(
@@ -110,6 +112,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             finally:
                 for task in reversed(background):
                     await task.stop()
+                await jobs_runner.close()
         finally:
             await webhook_http.aclose()
             await partner_http.aclose()
@@ -140,6 +143,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             *actions.ROUTES,
             *redemptions.ROUTES,
             *webhooks.ROUTES,
+            *oversight.ROUTES,
         ],
         lifespan=[lifespan],
         dependencies={
@@ -150,6 +154,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             "actions": from_state("actions"),
             "redemptions": from_state("redemptions"),
             "webhooks": from_state("webhooks"),
+            "jobs_runner": from_state("jobs_runner"),
             "sessionmaker": from_state("sessionmaker"),
             "settings": Provide(provide_settings, sync_to_thread=False),
             "methodologies": Provide(provide_methodologies, sync_to_thread=False),

@@ -55,6 +55,8 @@ class ActionStatus(StrEnum):
     CREDITED = "credited"
     REJECTED = "rejected"
     PENDING_REVIEW = "pending_review"
+    #: Credited, then taken back by an operator (fraud): compensating transfers undid the credit.
+    REVERSED = "reversed"
 
 
 class Outcome(StrEnum):

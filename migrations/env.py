@@ -19,6 +19,7 @@ import api.audit_log.models  # noqa: F401 - registers the audit log's table on S
 import api.identity.models  # noqa: F401 - registers the identity tables on SQLModel.metadata
 import api.idempotency  # noqa: F401 - registers the idempotency keys on SQLModel.metadata
 import api.rate_limits  # noqa: F401 - registers the rate-limit windows on SQLModel.metadata
+import api.oversight.models  # noqa: F401 - registers operators' jobs on SQLModel.metadata
 import api.redemptions.models  # noqa: F401 - registers offers and redemptions on SQLModel.metadata
 import api.webhooks.models  # noqa: F401 - registers webhook endpoints, the outbox and deliveries on SQLModel.metadata
 import ledger.models  # noqa: F401 - registers the ledger tables on SQLModel.metadata

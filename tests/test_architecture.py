@@ -58,6 +58,7 @@ VIOLATIONS = {
     "webhooks-standalone": ("api.webhooks.outbox", "api.redemptions"),
     "redemptions-face": ("api.app", "api.redemptions.redeeming"),
     "webhooks-face": ("api.redemptions.events", "api.webhooks.outbox"),
+    "oversight-face": ("api.app", "api.oversight.jobs"),
 }
 
 

@@ -18,7 +18,7 @@ import pytest
 from api.actions import repository as actions
 from api.redemptions import repository as redemptions
 from api.webhooks import repository as webhooks
-from ledger import account_store, log_store, statements, store
+from ledger import account_store, inspection, log_store, statements, store
 from tests.helpers import APP_ROLE
 
 KEYED = {
@@ -37,6 +37,9 @@ KEYED = {
     "an account's posted movements over a period": statements.POSTED_MOVEMENTS,
     "a merchant's statement lines": redemptions.STATEMENT_LINES,
     "due webhook deliveries": webhooks._CLAIM,  # noqa: SLF001
+    "an account's running statement": inspection._STATEMENT_PAGE,  # noqa: SLF001
+    "an account's balance at a moment": inspection._EFFECTS_UP_TO,  # noqa: SLF001
+    "transfers in the log by position": inspection.sealed_page_sql(account_ids=True, newest_first=True),
 }
 #: A value of each parameter type, for EXPLAIN EXECUTE.
 SAMPLE = {
@@ -70,7 +73,7 @@ async def test_a_keyed_statement_never_scans_its_table(fresh_database_url: str, 
         never_analysed = (
             "SELECT bool_and(reltuples < 0) FROM pg_class "
             "WHERE relname IN ('ledger_transfers', 'actions', 'ledger_log', 'ledger_tree_nodes', 'redemptions', "
-            "'webhook_deliveries')"
+            "'webhook_deliveries', 'action_reversals')"
         )
         assert await conn.fetchval(never_analysed)
         await conn.execute("SET plan_cache_mode = force_generic_plan")
@@ -80,4 +83,4 @@ async def test_a_keyed_statement_never_scans_its_table(fresh_database_url: str, 
     finally:
         await conn.close()
     assert "Seq Scan" not in plan, plan
-    assert re.search(r"Index (Only )?Scan (Backward )?using \w+ on |Conflict Arbiter Indexes", plan), plan
+    assert re.search(r"Index (Only )?Scan (Backward )?using \w+ on |Bitmap Index Scan on |Conflict Arbiter Indexes", plan), plan

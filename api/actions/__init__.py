@@ -6,10 +6,23 @@ This file is the feature's face: other packages import from ``api.actions`` only
 each: ``links``, ``ingestion`` (push and claim: read, decide, write), ``repository`` (all the SQL),
 ``crediting`` (decisions into ledger transfers), ``reviews``, ``views`` (what a resident sees),
 ``runtime`` (what the services need, from the settings), ``errors``, ``models``, ``schemas``,
-``controllers``. The decision itself is pure: ``domain.decision``.
+``controllers``; operators' ``oversight`` (lists, trails), ``reversals``, ``stats`` and
+``operator_controllers``. The decision itself is pure: ``domain.decision``.
 """
 
 from api.actions.controllers import ROUTES
+from api.actions.crediting import co2e_transfer_id
+from api.actions.links import list_links
+from api.actions.reversals import reversal_co2e_transfer_id
 from api.actions.runtime import ActionsRuntime, open_actions
+from api.actions.views import resident_actions
 
-__all__ = ["ROUTES", "ActionsRuntime", "open_actions"]
+__all__ = [
+    "ROUTES",
+    "ActionsRuntime",
+    "co2e_transfer_id",
+    "list_links",
+    "open_actions",
+    "resident_actions",
+    "reversal_co2e_transfer_id",
+]

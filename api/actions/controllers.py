@@ -15,6 +15,7 @@ from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParam
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.actions import ingestion, links, reviews, views
+from api.actions.operator_controllers import OperatorActionsController
 from api.actions.runtime import ActionsRuntime
 from api.actions.schemas import (
     ActionOut,
@@ -195,4 +196,4 @@ class ReviewController(Controller):
         return ActionOut.of(action)
 
 
-ROUTES = [ResidentActionsController, PartnerActionsController, ReviewController]
+ROUTES = [ResidentActionsController, PartnerActionsController, ReviewController, OperatorActionsController]

@@ -48,3 +48,8 @@ class AlreadyReviewed(Conflict):
 class CreditFailed(Conflict):
     code = "credit_failed"
     title = "The ledger refused the credit"
+
+
+class NotReversible(Conflict):
+    code = "action_not_credited"
+    title = "Only a credited action can be reversed"

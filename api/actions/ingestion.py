@@ -7,9 +7,10 @@ and its credit commit together or not at all:
 2. **read** what the decision needs (``read``): the linked residents, locked in a fixed order, the
    records decided before, the residents' earlier trips and credited points, the partner's volume;
 3. **decide** every record (``domain.decision.decide``, pure);
-4. **write** the new actions, the ledger credits of the credited ones (``crediting``), the events
-   the partner subscribed to (``events``) and the partner's volume; a record a concurrent submission
-   stored first answers ``duplicate``.
+4. **write** the ledger credits of the credited ones (``crediting``; an action's ``decided_at`` is its
+   credit's ledger timestamp, so that reports by time agree with the ledger to the microsecond), the
+   new actions, the events the partner subscribed to (``events``) and the partner's volume; a record
+   a concurrent submission decided first answers ``duplicate``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from domain.errors import InvalidInput
 from domain.fraud import VOLUME_HISTORY, hour_of
 from domain.identity import Principal
 from domain.signatures import SignatureReplayed, verify
+from ledger import LedgerConflict
 from integrations.partners import PartnerBadResponse
 
 
@@ -115,19 +117,22 @@ async def ingest(
     known = await read(conn, rt.rules, partner_id, submitted, now, volume_rule=source == "push")
     decisions = decide(submitted, known, rt.rules, now)
     new = [d.action for d in decisions if d.action is not None]
-    stored = await repository.insert_actions(conn, partner_id, source, new, now)
-    await crediting.credit(
+    credited = await crediting.credit(
         conn,
         [
             crediting.Credit(a.id, a.resident_id, a.reduction, a.points)
             for a in new
-            if a.status is ActionStatus.CREDITED and a.reduction is not None and a.id in stored
+            if a.status is ActionStatus.CREDITED and a.reduction is not None
         ],
     )
-    await events.decided(conn, partner_id, [a for a in new if a.id in stored])
+    fresh = [a for a in new if a.id not in credited.written_before]
+    stored = await repository.insert_actions(conn, partner_id, source, fresh, now, credited.at)
+    if any(a.id in credited.at and a.id not in stored for a in fresh):
+        raise LedgerConflict("a concurrent submission decided one of these records otherwise; retry the request")
+    await events.decided(conn, partner_id, [a for a in fresh if a.id in stored])
     if source == "push":
         await repository.count_volume(conn, partner_id, hour_of(now), len(raws))
-    # A record absent from ``stored`` was decided by a concurrent submission between our read and our insert.
+    # A record absent from ``stored`` was decided by a concurrent submission between our read and our write.
     return [d if d.action is None or d.action.id in stored else d.lost_race() for d in decisions]
 
 

@@ -4,7 +4,7 @@
 review) under a unique ``(partner_id, external_id)``, so a record is decided once however often
 and however it arrives. Records refused before any decision (malformed, or for an account nobody
 linked) are not stored: the partner may send them again once fixed or linked.
-``action_reviews`` is append-only, like the ledger.
+``action_reviews`` and ``action_reversals`` are append-only, like the ledger.
 """
 
 from __future__ import annotations
@@ -53,6 +53,12 @@ class Action(SQLModel, table=True):
         Index("ix_actions_resident_occurred_at", "resident_id", "occurred_at"),
         Index("ix_actions_resident_received", "resident_id", "received_at", "id"),
         Index("ix_actions_pending_review", "received_at", postgresql_where=text("status = 'pending_review'")),
+        Index("ix_actions_received", "received_at", "id"),
+        Index(
+            "ix_actions_decided_credited",
+            "decided_at",
+            postgresql_where=text("status IN ('credited', 'reversed')"),
+        ),
     )
 
     id: UUID = Field(primary_key=True)
@@ -114,3 +120,19 @@ class PartnerHourlyVolume(SQLModel, table=True):
     hour: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
     slot: int = Field(sa_column=Column(SmallInteger, primary_key=True))
     records: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class ActionReversal(SQLModel, table=True):
+    """An operator's reversal of a credited action (append-only): what came back, and what became a debt."""
+
+    __tablename__ = "action_reversals"
+    __table_args__ = (Index("ix_action_reversals_reversed_at", "reversed_at"),)
+
+    action_id: UUID = Field(primary_key=True)
+    operator_id: UUID | None = Field(default=None, nullable=True)
+    reason: str = Field(sa_column=Column(String(500), nullable=False))
+    grams_co2e: int = Field(sa_column=Column(BigInteger, nullable=False))
+    points: int = Field(sa_column=Column(BigInteger, nullable=False))
+    points_recovered: int = Field(sa_column=Column(BigInteger, nullable=False))
+    points_owed: int = Field(sa_column=Column(BigInteger, nullable=False))
+    reversed_at: datetime = timestamp(default_now=False)

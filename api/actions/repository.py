@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ import asyncpg
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.actions.models import Action, PartnerLink
+from api.actions.models import Action, ActionReview, PartnerLink
 from domain.actions import ActionStatus
 from domain.decision import NewAction, PriorDecision
 from domain.fraud import TransitMode, Trip
@@ -38,7 +38,7 @@ EARLIER_TRIPS = """
     SELECT t.* FROM unnest($1::uuid[]) AS k(id)
     CROSS JOIN LATERAL (
         SELECT resident_id, category, started_at, occurred_at, quantity FROM actions
-        WHERE resident_id = k.id AND kind = 'transit' AND status IN ('credited', 'pending_review')
+        WHERE resident_id = k.id AND kind = 'transit' AND status IN ('credited', 'pending_review', 'reversed')
           AND occurred_at > $2::timestamptz AND started_at < $3::timestamptz
         OFFSET 0
     ) AS t
@@ -169,9 +169,17 @@ async def count_volume(conn: asyncpg.Connection, partner_id: uuid.UUID, hour: da
 
 
 async def insert_actions(
-    conn: asyncpg.Connection, partner_id: uuid.UUID, source: str, actions: list[NewAction], now: datetime
+    conn: asyncpg.Connection,
+    partner_id: uuid.UUID,
+    source: str,
+    actions: list[NewAction],
+    now: datetime,
+    credited_at: Mapping[uuid.UUID, datetime],
 ) -> set[uuid.UUID]:
-    """Store decided actions; returns the ids inserted (a concurrent submission may have stored some first)."""
+    """Store decided actions; returns the ids inserted (a concurrent submission may have stored some first).
+
+    A credited action is decided when its credit was written (``credited_at``), any other at ``now``.
+    """
     if not actions:
         return set()
     columns: tuple[list[Any], ...] = tuple([] for _ in range(21))
@@ -200,7 +208,7 @@ async def insert_actions(
                 red.methodology_version if red else None,
                 str(red.factor) if red else None,
                 json.dumps(a.raw),  # jsonb orders the keys itself
-                None if a.status is ActionStatus.PENDING_REVIEW else now,
+                None if a.status is ActionStatus.PENDING_REVIEW else credited_at.get(a.id, now),
             ),
             strict=True,
         ):
@@ -294,3 +302,31 @@ async def insert_review(
         decision,
         reason,
     )
+
+
+async def operator_actions(
+    session: AsyncSession, where: Any, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> Sequence[Action]:
+    """Actions matching an ``oversight.ActionFilter``, newest received first."""
+    query = select(Action)
+    for column, value in (
+        (Action.resident_id, where.resident_id),
+        (Action.partner_id, where.partner_id),
+        (Action.kind, where.kind),
+        (Action.status, where.status),
+        (Action.reason, where.reason),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if where.received_from is not None:
+        query = query.where(Action.received_at >= where.received_from)  # type: ignore[operator]
+    if where.received_to is not None:
+        query = query.where(Action.received_at < where.received_to)  # type: ignore[operator]
+    if after is not None:
+        query = query.where(tuple_(Action.received_at, Action.id) < tuple_(*after))
+    query = query.order_by(Action.received_at.desc(), Action.id.desc()).limit(limit)  # type: ignore[attr-defined]
+    return (await session.scalars(query)).all()
+
+
+async def review_of(session: AsyncSession, action_id: uuid.UUID) -> ActionReview | None:
+    return (await session.scalars(select(ActionReview).where(ActionReview.action_id == action_id))).first()

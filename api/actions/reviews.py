@@ -59,14 +59,15 @@ async def decide_review(
             points=await repository.points_credited(conn, {action.resident_id}, month_start(action.local_day)),
         )
         capped = approval.capped
-        await crediting.credit(
+        credited = await crediting.credit(
             conn, [crediting.Credit(action.id, action.resident_id, approval.reduction, capped.credited)]
         )
         action.status, action.reason = ActionStatus.CREDITED.value, None
         action.points, action.points_withheld, action.cap_reason = capped.credited, capped.cut, capped.reason
+        action.decided_at = credited.at[action.id]
     else:
         action.status, action.reason = ActionStatus.REJECTED.value, Reason.REJECTED_BY_OPERATOR.value
-    action.decided_at = datetime.now(UTC)
+        action.decided_at = datetime.now(UTC)
     decision = "approve" if approve else "reject"
     await repository.insert_review(conn, action.id, actor.operator_id, decision, reason)
     await session.flush()

@@ -13,6 +13,7 @@ from api.identity.controllers import ROUTES
 from api.identity.models import Partner
 from api.identity.operators import create_operator, provide_actor
 from api.identity.runtime import IdentityRuntime, open_identity, password_hasher
+from api.identity.sign_in import get_resident
 
 __all__ = [
     "ROUTES",
@@ -20,6 +21,7 @@ __all__ = [
     "Partner",
     "create_operator",
     "find_partner",
+    "get_resident",
     "open_identity",
     "password_hasher",
     "provide_actor",

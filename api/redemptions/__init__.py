@@ -11,5 +11,6 @@ This file is the feature's face: other packages import from ``api.redemptions`` 
 from api.redemptions.controllers import ROUTES
 from api.redemptions.expiry import expiry_task
 from api.redemptions.runtime import RedemptionsRuntime, open_redemptions
+from api.redemptions.views import resident_redemptions
 
-__all__ = ["ROUTES", "RedemptionsRuntime", "expiry_task", "open_redemptions"]
+__all__ = ["ROUTES", "RedemptionsRuntime", "expiry_task", "open_redemptions", "resident_redemptions"]

@@ -153,18 +153,28 @@ class MethodologyRegistry:
 
     DATA_FILES = ("v1.json",)
 
-    def __init__(self, methodologies: list[Methodology]) -> None:
+    def __init__(self, methodologies: list[Methodology], data: dict[tuple[str, int], dict[str, Any]] | None = None) -> None:
         self._by_key = {(m.id, m.version): m for m in methodologies}
         if len(self._by_key) != len(methodologies):
             raise ValueError("a methodology version is published twice")
+        self._data = data or {}
 
     @classmethod
     def load(cls) -> MethodologyRegistry:
         methodologies: list[Methodology] = []
+        data: dict[tuple[str, int], dict[str, Any]] = {}
         for name in cls.DATA_FILES:
             document = json.loads(resources.files(__package__).joinpath(name).read_text(encoding="utf-8"))
-            methodologies.extend(methodology_from_data(raw) for raw in document["methodologies"])
-        return cls(methodologies)
+            for raw in document["methodologies"]:
+                methodology = methodology_from_data(raw)
+                methodologies.append(methodology)
+                data[(methodology.id, methodology.version)] = raw
+        return cls(methodologies, data)
+
+    def data(self, methodology_id: str, version: int) -> dict[str, Any]:
+        """A version as published (the data ``methodology_from_data`` reads): what evidence files carry."""
+        self.get(methodology_id, version)
+        return self._data[(methodology_id, version)]
 
     def all(self) -> list[Methodology]:
         return sorted(self._by_key.values(), key=lambda m: (m.id, m.version))
