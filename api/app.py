@@ -5,8 +5,8 @@ the database URL it is given, starts the sealer that appends committed transfers
 and signs checkpoints, opens the SQLAlchemy engine (the pool requests use) and the HTTP clients,
 builds each feature's runtime (identity publishes this process's token signing key), starts the
 background tasks (the sealer, housekeeping of expired short-lived state, the expiry of held
-redemptions, the webhook dispatcher) and the
-operators' job runner, and stops and closes everything on shutdown.
+redemptions, the webhook dispatcher, the exchange submitter when an exchange is configured) and
+the operators' job runner, and stops and closes everything on shutdown.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from api import actions, audit_log, identity, oversight, redemptions, webhooks
+from api import actions, audit_log, exchange, identity, oversight, redemptions, webhooks
 from api.client_address import parse_networks
 from api.database import open_engine, provide_db_session
 from api.errors import EXCEPTION_HANDLERS
@@ -88,6 +88,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
         )
         webhook_http = httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False)
+        exchange_http = httpx.AsyncClient(timeout=settings.exchange_timeout_s, follow_redirects=False)
         try:
             app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
             app.state.identity = await identity.open_identity(settings, app.state.sessionmaker, http)
@@ -96,7 +97,9 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             app.state.actions = actions.open_actions(settings, methodologies, secret, partner_http)
             app.state.redemptions = redemptions.open_redemptions(settings, secret)
             app.state.webhooks = webhooks.open_webhooks(settings, secret)
+            app.state.exchange = exchange.open_exchange(secret)
             jobs_runner = app.state.jobs_runner = oversight.JobRunner(app.state.sessionmaker, app.state.log_reader)
+            submitter = exchange.open_submitter(settings, app.state.sessionmaker, exchange_http)
             background = [
                 sealer,
                 housekeeping_task(
@@ -104,6 +107,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
                 ),
                 redemptions.expiry_task(app.state.sessionmaker, settings.pending_expiry_interval_s),
                 webhooks.open_dispatcher(settings, app.state.sessionmaker, secret, webhook_http),
+                *([submitter] if submitter else []),
             ]
             for task in background:
                 task.start()
@@ -114,6 +118,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
                     await task.stop()
                 await jobs_runner.close()
         finally:
+            await exchange_http.aclose()
             await webhook_http.aclose()
             await partner_http.aclose()
             await http.aclose()
@@ -144,6 +149,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             *redemptions.ROUTES,
             *webhooks.ROUTES,
             *oversight.ROUTES,
+            *exchange.ROUTES,
         ],
         lifespan=[lifespan],
         dependencies={
@@ -154,6 +160,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             "actions": from_state("actions"),
             "redemptions": from_state("redemptions"),
             "webhooks": from_state("webhooks"),
+            "exchange": from_state("exchange"),
             "jobs_runner": from_state("jobs_runner"),
             "sessionmaker": from_state("sessionmaker"),
             "settings": Provide(provide_settings, sync_to_thread=False),

@@ -1,5 +1,5 @@
 """The ``carbon-rewards`` command: serve the API, migrate, print the database URL, verify the ledger,
-create operators, run partner simulators.
+create operators, verify an exchange batch's evidence package, run partner and exchange simulators.
 
 With no ``DATABASE_URL`` every command runs on the embedded PostgreSQL in ``--data-dir``; ``serve``
 keeps it running while it serves and stops it on Ctrl-C.
@@ -237,6 +237,30 @@ async def _create_operator(settings: Settings, username: str, role: str) -> int:
     return 0
 
 
+def _verify_evidence(path: Path) -> int:
+    from integrations.evidence import verify_evidence
+
+    try:
+        report = verify_evidence(path)
+    except OSError as exc:
+        print(f"cannot read {path}: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"evidence package {path}: {report.reductions} reductions ({report.total_g} g CO2e), "
+        f"{report.adjustments} adjustments ({report.adjustment_g} g); proofs against the checkpoint of "
+        f"{report.tree_size} leaves signed by key {report.signed_by} (compare it with the programme's published key)"
+    )
+    if report.ok:
+        print("OK: every reduction recomputed from its methodology, every proof and signature checked")
+        return 0
+    print(f"FAILED: {report.problems[0]}")
+    for problem in report.problems[1:20]:
+        print(f"  also: {problem}")
+    if len(report.problems) > 20:
+        print(f"  … {len(report.problems) - 20} more")
+    return 1
+
+
 def _simulate(args: argparse.Namespace) -> int:
     import os
     import signal
@@ -247,7 +271,12 @@ def _simulate(args: argparse.Namespace) -> int:
     # SIGINT for background jobs (Python then leaves it ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if args.kind == "exchange":
+        from integrations.simulators.base import serve_until_interrupted
+        from integrations.simulators.exchange import ExchangeSimulator
 
+        serve_until_interrupted(ExchangeSimulator(args.sim_host, args.sim_port))
+        return 0
     run_demo(
         args.kind.replace("-", "_"),
         host=args.sim_host,
@@ -299,15 +328,24 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--username", required=True)
     create.add_argument("--role", choices=("admin", "auditor"), required=True)
     data_dir(create)
+    exchange = commands.add_parser("exchange", help="the carbon exchange's evidence packages")
+    exchange_commands = exchange.add_subparsers(dest="exchange_command", required=True)
+    exchange_verify = exchange_commands.add_parser(
+        "verify",
+        help="check an evidence package offline: recompute every reduction and total, check every proof and "
+        "signature; exit 1 naming the first thing that does not match",
+    )
+    exchange_verify.add_argument("file", type=Path)
     simulate = commands.add_parser(
         "simulate",
-        help="run a partner simulator (transit, recycling, second-hand) for demos",
-        description="Serves the partner's side (accounts, link codes, records) until Ctrl-C. With "
+        help="run a partner simulator (transit, recycling, second-hand) or the carbon exchange's, for demos",
+        description="Serves the partner's side (accounts, link codes, records) until Ctrl-C. The exchange "
+        "simulator takes batches at POST /batches with the bearer token in CARBON_EXCHANGE_TOKEN. With "
         "CARBON_SIM_OPERATOR_TOKEN (an admin's access token) and --service-url it registers itself as a partner; "
         "with --push-every it pushes generated records. Secrets come from the environment: "
         "CARBON_SIM_WEBHOOK_SECRET and CARBON_SIM_CLIENT_SECRET when not registering itself.",
     )
-    simulate.add_argument("kind", choices=("transit", "recycling", "second-hand"))
+    simulate.add_argument("kind", choices=("transit", "recycling", "second-hand", "exchange"))
     simulate.add_argument("--host", dest="sim_host", default="127.0.0.1")
     simulate.add_argument("--port", dest="sim_port", type=int, default=0, help="default: any free port")
     simulate.add_argument("--service-url", help="carbon-rewards base URL, e.g. http://127.0.0.1:8000")
@@ -340,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _verify_export(args.export) if args.export else asyncio.run(_verify_database(settings))
         elif args.command == "ledger" and args.ledger_command == "export":
             return asyncio.run(_export(settings, args.output))
+        elif args.command == "exchange" and args.exchange_command == "verify":
+            return _verify_evidence(args.file)
         elif args.command == "simulate":
             return _simulate(args)
         elif args.command == "operator" and args.operator_command == "create":

@@ -221,3 +221,17 @@ class Settings(BaseSettings):
         description="Accept webhook URLs on loopback, private and link-local addresses (demos, tests, an "
         "internal network); set false where merchants and partners must not reach the service's own network.",
     )
+    exchange_url: str | None = Field(
+        default=None,
+        description="Base URL of the carbon exchange's API (batches are POSTed to {url}/batches); "
+        "unset, batches are built and stay `built` until it is set.",
+    )
+    exchange_token: SecretStr | None = Field(default=None, description="Bearer token for the carbon exchange.")
+    exchange_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one submission to the exchange.")
+    exchange_backoff_s: float = Field(
+        default=5.0, gt=0, description="Wait before a batch's second submission; doubles each time (±50 % jitter)."
+    )
+    exchange_max_backoff_s: float = Field(default=3600.0, gt=0, description="Longest wait between two submissions.")
+    exchange_poll_interval_s: float = Field(
+        default=2.0, gt=0, description="How often each worker's submitter looks for built batches."
+    )

@@ -17,6 +17,7 @@ from sqlmodel import SQLModel
 import api.actions.models  # noqa: F401 - registers the actions tables on SQLModel.metadata
 import api.audit_log.models  # noqa: F401 - registers the audit log's table on SQLModel.metadata
 import api.identity.models  # noqa: F401 - registers the identity tables on SQLModel.metadata
+import api.exchange.models  # noqa: F401 - registers exchange batches, their items and adjustments on SQLModel.metadata
 import api.idempotency  # noqa: F401 - registers the idempotency keys on SQLModel.metadata
 import api.rate_limits  # noqa: F401 - registers the rate-limit windows on SQLModel.metadata
 import api.oversight.models  # noqa: F401 - registers operators' jobs on SQLModel.metadata

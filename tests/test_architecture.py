@@ -59,6 +59,7 @@ VIOLATIONS = {
     "redemptions-face": ("api.app", "api.redemptions.redeeming"),
     "webhooks-face": ("api.redemptions.events", "api.webhooks.outbox"),
     "oversight-face": ("api.app", "api.oversight.jobs"),
+    "exchange-face": ("api.app", "api.exchange.batches"),
 }
 
 

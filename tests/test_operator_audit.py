@@ -82,13 +82,17 @@ READ_ROUTES = [
     "/v1/operator/actions",
     f"/v1/operator/actions/{uuid.uuid4()}",
     "/v1/operator/stats/reductions",
+    "/v1/operator/exchange-batches",
+    f"/v1/operator/exchange-batches/{uuid.uuid4()}",
+    f"/v1/operator/exchange-batches/{uuid.uuid4()}/evidence",
 ]
 ADMIN_WRITES = [
     (f"/v1/operator/actions/{uuid.uuid4()}/reverse", {"reason": "fraud"}),
+    ("/v1/operator/exchange-batches", {"cutoff": "2026-01-01T00:00:00Z"}),
 ]
 
 
-async def test_only_operators_read_and_only_admins_reverse(
+async def test_only_operators_read_and_only_admins_reverse_or_export(
     api: AsyncTestClient,
     admin: dict[str, str],
     auditor: dict[str, str],

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from api.actions import repository as actions
+from api.exchange import repository as exchange
 from api.redemptions import repository as redemptions
 from api.webhooks import repository as webhooks
 from ledger import account_store, inspection, log_store, statements, store
@@ -40,6 +41,11 @@ KEYED = {
     "an account's running statement": inspection._STATEMENT_PAGE,  # noqa: SLF001
     "an account's balance at a moment": inspection._EFFECTS_UP_TO,  # noqa: SLF001
     "transfers in the log by position": inspection.sealed_page_sql(account_ids=True, newest_first=True),
+    "reductions not yet exported": exchange._ADD_ITEMS,  # noqa: SLF001
+    "a batch's reductions": exchange.EVIDENCE_REDUCTIONS,
+    "a batch's adjustments": exchange.EVIDENCE_ADJUSTMENTS,
+    "a batch's totals": exchange._ITEM_TOTALS,  # noqa: SLF001
+    "a batch's methodologies": exchange.EVIDENCE_METHODOLOGIES,
 }
 #: A value of each parameter type, for EXPLAIN EXECUTE.
 SAMPLE = {
@@ -73,7 +79,7 @@ async def test_a_keyed_statement_never_scans_its_table(fresh_database_url: str, 
         never_analysed = (
             "SELECT bool_and(reltuples < 0) FROM pg_class "
             "WHERE relname IN ('ledger_transfers', 'actions', 'ledger_log', 'ledger_tree_nodes', 'redemptions', "
-            "'webhook_deliveries', 'action_reversals')"
+            "'webhook_deliveries', 'exchange_batch_items', 'action_reversals')"
         )
         assert await conn.fetchval(never_analysed)
         await conn.execute("SET plan_cache_mode = force_generic_plan")

@@ -49,3 +49,33 @@ def test_simulate_serves_a_partner_until_interrupted() -> None:
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_simulate_serves_the_exchange_with_its_token_until_interrupted() -> None:
+    port = unused_port()
+    env = {**embedded_env(), "CARBON_EXCHANGE_TOKEN": "demo-token"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "simulate", "exchange", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        first = child.stdout.readline()  # type: ignore[union-attr]
+        assert f"exchange-simulator listening on http://127.0.0.1:{port}" in first, first
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            batch = {"batch_id": "b-1", "net_g": 510}
+            refused = client.post("/batches", json=batch, headers={"Idempotency-Key": "b-1"})
+            assert refused.status_code == 401
+            signed = {"Authorization": "Bearer demo-token", "Idempotency-Key": "b-1"}
+            taken = client.post("/batches", json=batch, headers=signed)
+            again = client.post("/batches", json=batch, headers=signed)
+            assert (taken.status_code, again.status_code) == (201, 200)
+            assert taken.json()["receipt_id"] == again.json()["receipt_id"]
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=60) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

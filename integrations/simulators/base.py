@@ -30,8 +30,9 @@ class SimRequest:
     body: bytes
 
 
-#: A pattern route's handler: request -> (status, JSON body, or bytes sent as they are)
-PatternHandler = Callable[[SimRequest], tuple[int, Any]]
+#: A pattern route's handler: request -> (status, JSON body, or bytes sent as they are); a status of
+#: None closes the connection with no answer at all (an answer lost on the way).
+PatternHandler = Callable[[SimRequest], tuple[int | None, Any]]
 
 
 class _Server(ThreadingHTTPServer):
@@ -93,7 +94,11 @@ class SimulatorServer:
                                 {k.lower(): v for k, v in self.headers.items()},
                                 raw,
                             )
-                            self._reply(*pattern_handler(request))
+                            status, payload = pattern_handler(request)
+                            if status is None:
+                                self.close_connection = True
+                                return
+                            self._reply(status, payload)
                             return
                     self._reply(404, {"error": "not_found"})
                     return
@@ -180,7 +185,11 @@ def run_forever(factory: Callable[[str, int], SimulatorServer], description: str
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    server = factory(args.host, args.port)
+    serve_until_interrupted(factory(args.host, args.port))
+
+
+def serve_until_interrupted(server: SimulatorServer) -> None:
+    """Serve until Ctrl-C (or SIGTERM, turned into one by the caller), then stop the server."""
     server.start()
     print(f"{server.name} listening on {server.url}", flush=True)
     try:
