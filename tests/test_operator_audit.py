@@ -14,28 +14,35 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from api.app import create_app
 from api.cli import main as cli
+from integrations.simulators.city_idp import CityIdpSimulator
 from integrations.simulators.partner import PartnerSimulator
 from integrations.simulators.sms_gateway import SmsGatewaySimulator
 from ledger import Ledger, read_export, verify_log
 from tests.helpers import (
     PartnerHandle,
     bearer,
+    identity_settings,
     link_account,
     make_account,
     make_issuance,
+    open_ledger,
     post,
     push,
     register_merchant,
     register_partner,
+    scratch_database,
     sign_in_operator,
     sign_in_resident,
     transfer,
 )
 from tests.test_actions_ingest import trip, yesterday_at
+from tests.test_ledger_tamper import RELOCK, UNLOCK
 
 
 @pytest.fixture(scope="module")
@@ -340,3 +347,39 @@ async def test_a_residents_page_and_an_actions_whole_trail(
         assert t["log_position"] is not None
         proof = await api.get(t["inclusion_proof"], headers=auditor)
         assert proof.status_code == 200 and proof.json()["leaf_index"] == t["log_position"]
+
+
+async def test_a_verification_job_names_the_first_bad_position(
+    server_url: str, sms_gateway: SmsGatewaySimulator, city_idp: CityIdpSimulator
+) -> None:
+    async with scratch_database(server_url) as url:
+        settings = identity_settings(sms_gateway, city_idp, checkpoint_interval_s=0.2, seal_poll_interval_s=0.05)
+        async with AsyncTestClient(app=create_app(settings, url)) as client, open_ledger(url) as ledger:
+            auditor = bearer(await sign_in_operator(client, url, "auditor"))
+            issuance, account = await make_issuance(ledger), await make_account(ledger)
+            written = await ledger.create_transfers([transfer(issuance, account, 10 + i) for i in range(6)])
+            await until_sealed(client, auditor, account, 6)
+            listed = await client.get(
+                "/v1/operator/ledger/transfers", params={"account_id": str(account), "order": "asc"}, headers=auditor
+            )
+            victim = listed.json()["items"][3]
+            assert victim["id"] in {str(o.id) for o in written}
+            conn = await asyncpg.connect(url)
+            try:
+                await conn.execute(UNLOCK)
+                await conn.execute(
+                    "UPDATE ledger_transfers SET amount = amount + 1 WHERE id = $1", uuid.UUID(victim["id"])
+                )
+                await conn.execute(RELOCK)
+            finally:
+                await conn.close()
+            job_id = (await client.post("/v1/operator/ledger/verify", headers=auditor)).json()["id"]
+            for _ in range(1200):
+                job = (await client.get(f"/v1/operator/jobs/{job_id}", headers=auditor)).json()
+                if job["status"] in ("succeeded", "failed"):
+                    break
+                await asyncio.sleep(0.05)
+            assert job["status"] == "succeeded", job
+            assert job["result"]["ok"] is False
+            assert job["result"]["first_bad_position"] == victim["log_position"]
+            assert any(p["position"] == victim["log_position"] for p in job["result"]["problems"])
