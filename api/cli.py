@@ -188,7 +188,7 @@ async def _export(settings: Settings, output: Path) -> int:
         with output.open("w", encoding="utf-8") as out:
             async for line in export_lines(conn, settings.ledger_log_origin):
                 out.write(line)
-                leaves += line.startswith('{"type": "leaf"')
+                leaves += line.startswith('{"type":"leaf"')
         return leaves
 
     count = await _on_database(settings, write)

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import msgspec
+
 from ledger import merkle
 from ledger.checkpoint import Checkpoint, PublicKey, check_progression, verify_signature
 from ledger.errors import CheckpointRejected
@@ -91,21 +93,28 @@ class LogVerifier:
         position = self._edge.size
         if record.position != position:
             self.report.add(
-                "position_gap", f"expected log position {position}, found {record.position}: positions are missing",
+                "position_gap",
+                f"expected log position {position}, found {record.position}: positions are missing",
                 position,
             )
             self._stopped = True
             return
         if record.transfer is None:
-            self._wrong(position, "transfer_missing",
-                        f"position {position}: transfer {record.transfer_id} is no longer in the ledger")
+            self._wrong(
+                position,
+                "transfer_missing",
+                f"position {position}: transfer {record.transfer_id} is no longer in the ledger",
+            )
             leaf = record.stored_leaf
         else:
             leaf = merkle.leaf_hash(encode(record.transfer))
             if leaf != record.stored_leaf:
-                self._wrong(position, "leaf_mismatch",
-                            f"position {position}: transfer {record.transfer_id} no longer hashes to its sealed "
-                            "leaf (a field was changed)")
+                self._wrong(
+                    position,
+                    "leaf_mismatch",
+                    f"position {position}: transfer {record.transfer_id} no longer hashes to its sealed "
+                    "leaf (a field was changed)",
+                )
         self._edge.append(leaf)
         self._check_due_checkpoints()
 
@@ -222,13 +231,20 @@ def checkpoint_from_json(d: Mapping[str, Any]) -> Checkpoint:
     )
 
 
+#: Export lines are JSON; msgspec writes them an order of magnitude faster than ``json`` (a million leaves).
+_LINE_ENCODER = msgspec.json.Encoder()
+
+
 def export_head_lines(origin: str, keys: Iterable[PublicKey], checkpoints: Iterable[Checkpoint]) -> Iterator[str]:
     """The first lines of an export: header, public keys, checkpoints (the leaves follow)."""
     yield json.dumps({"type": "header", "format": EXPORT_FORMAT, "origin": origin}) + "\n"
     for key in keys:
-        yield json.dumps(
-            {"type": "key", "key_id": key.key_id, "algorithm": key.algorithm, "public_key": _b64(key.public_key)}
-        ) + "\n"
+        yield (
+            json.dumps(
+                {"type": "key", "key_id": key.key_id, "algorithm": key.algorithm, "public_key": _b64(key.public_key)}
+            )
+            + "\n"
+        )
     for cp in checkpoints:
         yield json.dumps({"type": "checkpoint", **checkpoint_to_json(cp)}) + "\n"
 
@@ -241,7 +257,7 @@ def export_record_line(r: LogRecord) -> str:
         "leaf_hash": _b64(r.stored_leaf),
         "transfer": leaf_fields_to_json(r.transfer) if r.transfer else None,
     }
-    return json.dumps(line, ensure_ascii=False) + "\n"
+    return _LINE_ENCODER.encode(line).decode() + "\n"
 
 
 @dataclass

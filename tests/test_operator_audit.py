@@ -264,7 +264,7 @@ async def test_the_exported_log_verifies_offline(
     assert report.tree_size >= 1
     assert cli(["ledger", "verify", "--export", str(path)]) == 0
 
-    tampered = path.read_text().replace('"amount": 5,', '"amount": 6,', 1)
+    tampered = path.read_text().replace('"amount":5,', '"amount":6,', 1)
     assert tampered != path.read_text()
     (tmp_path / "tampered.jsonl").write_text(tampered)
     assert cli(["ledger", "verify", "--export", str(tmp_path / "tampered.jsonl")]) == 1
