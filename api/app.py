@@ -39,7 +39,7 @@ from api.settings import Settings
 from domain.methodologies import MethodologyRegistry
 from ledger import Ledger, LogReader, Sealer
 
-API_VERSION = "0.3.0"
+API_VERSION = "0.4.0"
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             poll_interval_s=settings.seal_poll_interval_s,
         )
         app.state.ledger = ledger
-        app.state.log_reader = LogReader(ledger.pool, settings.ledger_log_origin)
+        app.state.log_reader = LogReader(ledger.pool, settings.ledger_log_origin, long_reads=settings.long_reads)
         engine = app.state.engine = open_engine(settings, database_url)
         http = httpx.AsyncClient(timeout=settings.http_timeout_s, follow_redirects=False)
         partner_http = httpx.AsyncClient(

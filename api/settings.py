@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     def _proxies_are_networks(cls, value: list[str]) -> list[str]:
         parse_networks(value)  # a ValueError names the bad entry
         return value
+
     db_app_role: str = Field(
         default="carbon_app",
         description="Role the service assumes on every connection; it may not UPDATE or DELETE ledger rows.",
@@ -59,17 +60,15 @@ class Settings(BaseSettings):
     ready_timeout_s: float = Field(
         default=2.0, gt=0, description="How long /health/ready waits for the database before answering 503."
     )
-    ledger_max_batch: int = Field(
-        default=2000, ge=1, le=8190, description="Most transfers one group commit may carry."
-    )
-    ledger_writers: int = Field(
-        default=2, ge=1, le=32, description="Concurrent group-commit transactions per process."
-    )
+    ledger_max_batch: int = Field(default=2000, ge=1, le=8190, description="Most transfers one group commit may carry.")
+    ledger_writers: int = Field(default=2, ge=1, le=32, description="Concurrent group-commit transactions per process.")
     pending_expiry_interval_s: float = Field(
         default=1.0, gt=0, description="How often expired pending transfers are voided."
     )
     ledger_log_origin: str = Field(
-        default="carbon-rewards", min_length=1, max_length=200,
+        default="carbon-rewards",
+        min_length=1,
+        max_length=200,
         description="Name of the Merkle log, signed into every checkpoint (one name per deployment).",
     )
     ledger_signing_key: SecretStr | None = Field(
@@ -83,9 +82,7 @@ class Settings(BaseSettings):
     checkpoint_interval_s: float = Field(
         default=5.0, gt=0, description="…or every T seconds, whichever comes first (when the log grew)."
     )
-    seal_poll_interval_s: float = Field(
-        default=0.2, gt=0, description="How often the sealer looks for new transfers."
-    )
+    seal_poll_interval_s: float = Field(default=0.2, gt=0, description="How often the sealer looks for new transfers.")
     public_inclusion_proofs: bool = Field(
         default=False,
         description="Serve inclusion proofs (which reveal a transfer's fields) to anyone who knows a transfer id; "
@@ -197,11 +194,16 @@ class Settings(BaseSettings):
     )
     capture_failure_window_s: int = Field(default=900, ge=1, description="Window of the failed-capture limit.")
     idempotency_retention_s: int = Field(
-        default=86400, ge=60, description="How long the answer to a request with an Idempotency-Key is kept for retries."
+        default=86400,
+        ge=60,
+        description="How long the answer to a request with an Idempotency-Key is kept for retries.",
     )
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one webhook delivery attempt.")
     webhook_max_attempts: int = Field(
-        default=12, ge=1, le=100, description="Attempts after which a webhook delivery is dead (operators may redeliver)."
+        default=12,
+        ge=1,
+        le=100,
+        description="Attempts after which a webhook delivery is dead (operators may redeliver).",
     )
     webhook_backoff_s: float = Field(
         default=1.0, gt=0, description="Wait before a delivery's second attempt; doubles each time (±50 % jitter)."
@@ -220,6 +222,12 @@ class Settings(BaseSettings):
         default=True,
         description="Accept webhook URLs on loopback, private and link-local addresses (demos, tests, an "
         "internal network); set false where merchants and partners must not reach the service's own network.",
+    )
+    long_reads: int = Field(
+        default=2,
+        ge=1,
+        description="Ledger exports, verification jobs and evidence packages one worker runs at once; each holds "
+        "a connection of the ledger's pool while it runs (more get 503 long_reads_busy).",
     )
     exchange_url: str | None = Field(
         default=None,

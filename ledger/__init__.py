@@ -33,6 +33,7 @@ from ledger.errors import (
     LedgerClosed,
     LedgerConflict,
     LedgerUsageError,
+    LongReadsBusy,
     TransferNotSealed,
     TreeSizeNotFound,
 )
@@ -53,7 +54,7 @@ from ledger.sealer import Sealer
 from ledger.service import Ledger, expiry_void, expiry_void_id
 from ledger.statements import Entry, Movements, account_entries, posted_movements
 from ledger.store import apply_in_transaction
-from ledger.transparency import LogReader
+from ledger.transparency import LogReader, LongRead
 from ledger.types import (
     Account,
     AccountCode,
@@ -104,6 +105,8 @@ __all__ = [
     "LedgerUnit",
     "LedgerUsageError",
     "LogReader",
+    "LongRead",
+    "LongReadsBusy",
     "MerkleRange",
     "Movements",
     "NewAccount",

@@ -10,6 +10,7 @@ from domain.errors import (
     ErrorKind,
     InvalidInput,
     NotFound,
+    ServiceUnavailable,
 )
 
 
@@ -66,3 +67,16 @@ class TreeSizeNotFound(NotFound):
 class TransferNotSealed(NotFound):
     code = "transfer_not_sealed"
     title = "The transfer is not in the log at that tree size"
+
+
+class LongReadsBusy(ServiceUnavailable):
+    """Every slot for long reads (exports, verification, evidence packages) of this process is taken.
+
+    Each holds a connection of the ledger's pool for minutes; unbounded, they would starve the writers.
+    """
+
+    code = "long_reads_busy"
+    title = "Too many ledger exports, verifications or evidence packages are running; retry shortly"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, headers={"Retry-After": "10"}, **extra)

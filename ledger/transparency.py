@@ -3,6 +3,11 @@
 Checkpoints, keys and proofs; the whole log as the export file (JSON Lines, what ``carbon-rewards
 ledger verify --export`` checks) or a period of it as CSV, both streamed from a server-side cursor on
 a pooled connection held for the stream's length; and the verifier on live data.
+
+A long read (an export, a verification, an evidence package) holds a connection of the ledger's pool
+for as long as it runs, so a process runs at most ``long_reads`` of them at once: the caller reserves
+a slot before it answers (``reserve``, or ``LongReadsBusy``: 503 with ``Retry-After``), and the read
+gives it back when it ends, however it ends. The rest of the pool stays with the writers.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import asyncpg
 from ledger import log_store
 from ledger.audit import export_lines, verify_database
 from ledger.checkpoint import Checkpoint, PublicKey
-from ledger.errors import TransferNotSealed, TreeSizeNotFound
+from ledger.errors import LongReadsBusy, TransferNotSealed, TreeSizeNotFound
 from ledger.store import transfer_columns
 from ledger.verify import VerifyReport
 
@@ -52,12 +57,32 @@ _CHUNK_ROWS = 500
 _ID_CHUNK = 10_000
 
 
+class LongRead:
+    """A reserved slot for one long read; ``release`` gives it back (once, whatever is called after)."""
+
+    def __init__(self, reader: LogReader) -> None:
+        self._reader: LogReader | None = reader
+
+    def release(self) -> None:
+        if self._reader is not None:
+            self._reader._free_long_reads += 1  # noqa: SLF001 - the slot's own counter
+            self._reader = None
+
+
 class LogReader:
     """Checkpoints, keys, proofs, exports and verification, each on a pooled connection."""
 
-    def __init__(self, pool: asyncpg.Pool, origin: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, origin: str, *, long_reads: int = 2) -> None:
         self.pool = pool
         self.origin = origin
+        self._free_long_reads = long_reads
+
+    def reserve(self) -> LongRead:
+        """A slot for a long read, or ``LongReadsBusy`` when all are taken."""
+        if self._free_long_reads <= 0:
+            raise LongReadsBusy("this worker is already running as many long reads of the ledger as it may")
+        self._free_long_reads -= 1
+        return LongRead(self)
 
     async def latest_checkpoint(self) -> Checkpoint:
         async with self.pool.acquire() as conn:
@@ -110,8 +135,17 @@ class LogReader:
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             return await log_store.consistency_proof(conn, first, second)
 
-    async def export(self, start: datetime | None = None, end: datetime | None = None) -> AsyncIterator[bytes]:
+    async def export(
+        self, slot: LongRead, start: datetime | None = None, end: datetime | None = None
+    ) -> AsyncIterator[bytes]:
         """The log as the export file, in chunks of lines (one snapshot); a period of it when given."""
+        try:
+            async for chunk in self._export(start, end):
+                yield chunk
+        finally:
+            slot.release()
+
+    async def _export(self, start: datetime | None, end: datetime | None) -> AsyncIterator[bytes]:
         async with self.pool.acquire() as conn:
             chunk: list[str] = []
             async for line in export_lines(conn, self.origin, start, end):
@@ -122,8 +156,15 @@ class LogReader:
             if chunk:
                 yield "".join(chunk).encode()
 
-    async def export_csv(self, start: datetime | None, end: datetime | None) -> AsyncIterator[bytes]:
+    async def export_csv(self, slot: LongRead, start: datetime | None, end: datetime | None) -> AsyncIterator[bytes]:
         """The sealed transfers timestamped in ``[start, end)`` (either may be open), in log order, as CSV."""
+        try:
+            async for chunk in self._export_csv(start, end):
+                yield chunk
+        finally:
+            slot.release()
+
+    async def _export_csv(self, start: datetime | None, end: datetime | None) -> AsyncIterator[bytes]:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
@@ -138,10 +179,15 @@ class LogReader:
                     buffer.truncate()
         yield buffer.getvalue().encode()
 
-    async def verify(self, progress: Callable[[int, int], Awaitable[None]] | None = None) -> VerifyReport:
+    async def verify(
+        self, slot: LongRead, progress: Callable[[int, int], Awaitable[None]] | None = None
+    ) -> VerifyReport:
         """Every leaf, root, signature and balance, on live data (one snapshot)."""
-        async with self.pool.acquire() as conn:
-            return await verify_database(conn, self.origin, progress=progress)
+        try:
+            async with self.pool.acquire() as conn:
+                return await verify_database(conn, self.origin, progress=progress)
+        finally:
+            slot.release()
 
 
 def _csv_row(r: asyncpg.Record) -> tuple[object, ...]:

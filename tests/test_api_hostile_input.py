@@ -18,6 +18,8 @@ from integrations.simulators.partner import PartnerSimulator
 from tests.helpers import bearer, register_partner, sign_in_operator, sign_in_resident
 
 NUL_TEXT = "x\x00y"
+#: 503 answers that say "retry shortly" (with Retry-After) when a worker is at capacity.
+CAPACITY_CODES = {"long_reads_busy", "database_busy"}
 
 
 def hostile_value(schema: dict[str, Any], spec: dict[str, Any], depth: int = 0) -> Any:
@@ -111,7 +113,15 @@ async def test_no_operation_answers_hostile_input_with_a_500(api: AsyncTestClien
                 response = await api.request(method.upper(), url, params=query, content=body, headers=headers)
                 calls += 1
                 is_problem = response.headers.get("content-type", "").startswith("application/problem+json")
-                if response.status_code >= 500 or (response.status_code >= 400 and not is_problem):
+                at_capacity = (  # a documented "retry shortly", not a failure: the walk starts many long reads
+                    response.status_code == 503
+                    and is_problem
+                    and response.json()["code"] in CAPACITY_CODES
+                    and response.headers.get("retry-after")
+                )
+                if (response.status_code >= 500 and not at_capacity) or (
+                    response.status_code >= 400 and not is_problem
+                ):
                     failures.append((method.upper(), url, body, response.status_code, response.text[:200]))
     assert calls > 60  # the walk reached the routes (a broken schema would make this test pass vacuously)
     assert not failures, "\n".join(map(str, failures))

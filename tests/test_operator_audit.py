@@ -6,6 +6,7 @@ exported and verified offline, verification as a job, one resident's page and on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import uuid
@@ -23,8 +24,9 @@ from api.cli import main as cli
 from integrations.simulators.city_idp import CityIdpSimulator
 from integrations.simulators.partner import PartnerSimulator
 from integrations.simulators.sms_gateway import SmsGatewaySimulator
-from ledger import Ledger, read_export, verify_log
+from ledger import Ledger, LogReader, LongReadsBusy, read_export, verify_log
 from tests.helpers import (
+    LOG_ORIGIN,
     PartnerHandle,
     bearer,
     identity_settings,
@@ -383,3 +385,35 @@ async def test_a_verification_job_names_the_first_bad_position(
             assert job["result"]["ok"] is False
             assert job["result"]["first_bad_position"] == victim["log_position"]
             assert any(p["position"] == victim["log_position"] for p in job["result"]["problems"])
+
+
+async def test_long_reads_are_limited_per_worker_and_their_slots_come_back(
+    api: AsyncTestClient, auditor: dict[str, str], ledger: Ledger
+) -> None:
+    reader: LogReader = api.app.state.log_reader
+    held = []
+    with contextlib.suppress(LongReadsBusy):
+        while True:
+            held.append(reader.reserve())
+    assert held, "the worker had no free slot"
+    try:
+        for response in (
+            await api.get("/v1/operator/ledger/export", headers=auditor),
+            await api.post("/v1/operator/ledger/verify", headers=auditor),
+        ):
+            assert response.status_code == 503, response.text
+            assert response.json()["code"] == "long_reads_busy" and response.headers["retry-after"]
+    finally:
+        for slot in held:
+            slot.release()
+            slot.release()  # a second release gives nothing back twice
+    assert (await api.get("/v1/operator/ledger/export", params={"format": "csv"}, headers=auditor)).status_code == 200
+
+    # A stream closed early (the client went away) gives its slot back too.
+    own = LogReader(ledger.pool, LOG_ORIGIN, long_reads=1)
+    stream = own.export(own.reserve())
+    await anext(stream)
+    with pytest.raises(LongReadsBusy):
+        own.reserve()
+    await stream.aclose()
+    own.reserve().release()

@@ -28,7 +28,7 @@ from api.exchange.models import ExchangeBatch
 from api.exchange.views import get_batch
 from domain.methodologies import MethodologyRegistry
 from integrations.evidence import FORMAT, b64, line, proof_fields
-from ledger import Checkpoint, InclusionProof, LogReader, TreeSizeNotFound, checkpoint_to_json
+from ledger import Checkpoint, InclusionProof, LogReader, LongRead, TreeSizeNotFound, checkpoint_to_json
 
 T = TypeVar("T")
 #: Reduction lines per chunk of the response.
@@ -37,10 +37,11 @@ _CHUNK_LINES = 200
 
 @dataclass(frozen=True)
 class EvidencePlan:
-    """A batch whose entries are all under ``checkpoint``: its package can be written."""
+    """A batch whose entries are all under ``checkpoint``: its package can be written, in ``slot``."""
 
     batch: ExchangeBatch
     checkpoint: Checkpoint
+    slot: LongRead
 
 
 async def _entry_ids(conn: asyncpg.Connection, batch: ExchangeBatch) -> AsyncIterator[uuid.UUID]:
@@ -54,8 +55,18 @@ async def _entry_ids(conn: asyncpg.Connection, batch: ExchangeBatch) -> AsyncIte
 
 
 async def plan(session: AsyncSession, log_reader: LogReader, batch_id: uuid.UUID) -> EvidencePlan:
-    """The batch and the checkpoint its package proves against, or ``EvidenceNotReady``."""
+    """The batch and the checkpoint its package proves against, or ``EvidenceNotReady``; the package
+    gets a slot of the long reads (``LongReadsBusy`` when none is free)."""
     batch = await get_batch(session, batch_id)
+    slot = log_reader.reserve()
+    try:
+        return await _covered(session, log_reader, batch, slot)
+    except BaseException:
+        slot.release()
+        raise
+
+
+async def _covered(session: AsyncSession, log_reader: LogReader, batch: ExchangeBatch, slot: LongRead) -> EvidencePlan:
     try:
         checkpoint = await log_reader.latest_checkpoint()
     except TreeSizeNotFound:
@@ -69,7 +80,7 @@ async def plan(session: AsyncSession, log_reader: LogReader, batch_id: uuid.UUID
             f"(tree size {checkpoint.tree_size}) yet",
             headers={"Retry-After": "5"},
         )
-    return EvidencePlan(batch, checkpoint)
+    return EvidencePlan(batch, checkpoint, slot)
 
 
 async def _proved(
@@ -127,7 +138,20 @@ async def package(
     methodologies: MethodologyRegistry,
     evidence: EvidencePlan,
 ) -> AsyncIterator[bytes]:
-    """The package's lines, in the order ``integrations.evidence`` describes, in chunks."""
+    """The package's lines, in the order ``integrations.evidence`` describes, in chunks; then the slot is free."""
+    try:
+        async for chunk in _lines(sessionmaker, log_reader, methodologies, evidence):
+            yield chunk
+    finally:
+        evidence.slot.release()
+
+
+async def _lines(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    log_reader: LogReader,
+    methodologies: MethodologyRegistry,
+    evidence: EvidencePlan,
+) -> AsyncIterator[bytes]:
     batch, tree_size = evidence.batch, evidence.checkpoint.tree_size
     summary = repository.summary_of(batch)
     yield line("header", format=FORMAT, origin=log_reader.origin, batch=summary).encode()

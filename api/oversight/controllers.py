@@ -91,7 +91,8 @@ class OversightController(Controller):
         "/ledger/export",
         summary="The ledger's log, streamed: JSON Lines (what `carbon-rewards ledger verify --export` checks) or CSV",
         description="Without `from`/`to`, the whole log, in constant memory whatever its size. A period is for "
-        "reading: a log with gaps cannot be verified.",
+        "reading: a log with gaps cannot be verified. 503 long_reads_busy (with Retry-After) while this worker "
+        "already runs as many exports, verifications and evidence packages as `CARBON_LONG_READS`.",
     )
     async def export(
         self,
@@ -102,10 +103,11 @@ class OversightController(Controller):
     ) -> Stream:
         if start is not None and end is not None and not start < end:
             raise InvalidInput("`from` must be earlier than `to`", field="from")
+        slot = log_reader.reserve()
         if format == "csv":
-            body, media = log_reader.export_csv(start, end), "text/csv; charset=utf-8"
+            body, media = log_reader.export_csv(slot, start, end), "text/csv; charset=utf-8"
         else:
-            body, media = log_reader.export(start, end), "application/x-ndjson"
+            body, media = log_reader.export(slot, start, end), "application/x-ndjson"
         filename = f"ledger-{log_reader.origin}.{format}"
         headers = {"Content-Type": media, "Content-Disposition": f'attachment; filename="{filename}"'}
         return Stream(body, media_type=media, headers=headers)

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.audit_log import Actor
 from api.oversight.models import Job
 from domain.errors import NotFound
-from ledger import LogReader, VerifyReport
+from ledger import LogReader, LongRead, VerifyReport
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +80,23 @@ class JobRunner:
                 await task
 
     async def start_verification(self, actor: Actor) -> Job:
+        """Write the job and start it; ``LongReadsBusy`` (nothing written) when no long read may start."""
+        slot = self.log_reader.reserve()
+        try:
+            job = await self._queue(actor)
+        except BaseException:
+            slot.release()
+            raise
+        task = asyncio.create_task(self._verify(job.id, slot), name=f"job-{job.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return job
+
+    async def _queue(self, actor: Actor) -> Job:
         job = Job(id=uuid.uuid4(), kind="ledger.verify", status="queued", requested_by=actor.name)
         async with self.sessionmaker() as session, session.begin():
             await self._mark_interrupted(session)
             session.add(job)
-        task = asyncio.create_task(self._verify(job.id), name=f"job-{job.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
         return job
 
     async def _set(self, job_id: uuid.UUID, **values: Any) -> None:
@@ -95,14 +105,20 @@ class JobRunner:
                 update(Job).where(Job.id == job_id).values(heartbeat_at=datetime.now(UTC), **values)  # type: ignore[arg-type]
             )
 
-    async def _verify(self, job_id: uuid.UUID) -> None:
+    async def _verify(self, job_id: uuid.UUID, slot: LongRead) -> None:
+        try:
+            await self._run_verification(job_id, slot)
+        finally:
+            slot.release()
+
+    async def _run_verification(self, job_id: uuid.UUID, slot: LongRead) -> None:
         await self._set(job_id, status="running", started_at=datetime.now(UTC))
 
         async def progress(done: int, total: int) -> None:
             await self._set(job_id, done=done, total=total)
 
         try:
-            report = await self.log_reader.verify(progress)
+            report = await self.log_reader.verify(slot, progress)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._set(job_id, status="interrupted", finished_at=datetime.now(UTC)))

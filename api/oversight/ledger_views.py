@@ -61,7 +61,9 @@ async def transfers(
     if where.owner is not None:
         account_ids = [a.id for a in await accounts_of(conn, [f"{kind}:{where.owner}" for kind in OWNER_KINDS])]
     if where.account_id is not None:
-        account_ids = [i for i in account_ids if i == where.account_id] if account_ids is not None else [where.account_id]
+        account_ids = (
+            [i for i in account_ids if i == where.account_id] if account_ids is not None else [where.account_id]
+        )
     rows = await sealed_transfers(
         conn,
         account_ids=account_ids,

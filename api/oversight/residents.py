@@ -32,7 +32,9 @@ class ResidentPage:
 
 async def resident_page(session: AsyncSession, resident_id: uuid.UUID) -> ResidentPage:
     resident = await get_resident(session, resident_id)
-    accounts = [f(resident_id).id for f in (resident_points_account, resident_carbon_account, resident_receivable_account)]
+    accounts = [
+        f(resident_id).id for f in (resident_points_account, resident_carbon_account, resident_receivable_account)
+    ]
     balances = await get_balances(await raw_connection(session), accounts)
     points, carbon, receivable = (balances.get(a) or Balance() for a in accounts)
     return ResidentPage(

@@ -71,7 +71,9 @@ class BalanceOut(Struct):
 
     @classmethod
     def of(cls, b: Balance) -> BalanceOut:
-        return cls(b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted, b.credits_posted - b.debits_posted)
+        return cls(
+            b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted, b.credits_posted - b.debits_posted
+        )
 
 
 class AccountOut(Struct):
@@ -181,19 +183,37 @@ class ResidentPageOut(Struct):
                 c.debits_posted - c.credits_posted,
             ),
             [
-                {"id": link.id, "partner_id": link.partner_id, "partner_account_ref": link.partner_account_ref,
-                 "created_at": link.created_at}
+                {
+                    "id": link.id,
+                    "partner_id": link.partner_id,
+                    "partner_account_ref": link.partner_account_ref,
+                    "created_at": link.created_at,
+                }
                 for link in page.links
             ],  # fmt: skip
             [
-                {"id": a.id, "partner_id": a.partner_id, "kind": a.kind, "status": a.status, "reason": a.reason,
-                 "grams_co2e": a.grams_co2e, "points": a.points, "occurred_at": a.occurred_at,
-                 "received_at": a.received_at}
+                {
+                    "id": a.id,
+                    "partner_id": a.partner_id,
+                    "kind": a.kind,
+                    "status": a.status,
+                    "reason": a.reason,
+                    "grams_co2e": a.grams_co2e,
+                    "points": a.points,
+                    "occurred_at": a.occurred_at,
+                    "received_at": a.received_at,
+                }
                 for a in page.actions
             ],  # fmt: skip
             [
-                {"id": x.id, "offer_id": x.offer_id, "merchant_id": x.merchant_id, "status": x.status,
-                 "points": x.points, "created_at": x.created_at}
+                {
+                    "id": x.id,
+                    "offer_id": x.offer_id,
+                    "merchant_id": x.merchant_id,
+                    "status": x.status,
+                    "points": x.points,
+                    "created_at": x.created_at,
+                }
                 for x in page.redemptions
             ],  # fmt: skip
         )
