@@ -9,10 +9,11 @@ other side and is left to the caller. Partners have their own, fuller policy in 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 
 import httpx
+
+from integrations import backoff
 
 #: The failures that happen before a byte of the request is written.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -28,5 +29,5 @@ async def until_connected(
         except NOT_SENT:
             if attempt == attempts:
                 raise
-            await asyncio.sleep(backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+            await asyncio.sleep(backoff.backoff_s(attempt, backoff_s))
     raise ValueError("attempts must be at least 1")

@@ -15,7 +15,6 @@ Contract (partner side):
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import httpx
 
 from domain.errors import BadUpstreamResponse, ServiceUnavailable
 from domain.signatures import SIGNATURE_HEADER, sign
+from integrations.backoff import backoff_s
 from integrations.circuit import Circuit
 
 
@@ -106,7 +106,7 @@ class PartnerGateway:
         last_error = "no attempt made"
         for attempt in range(self._policy.attempts):
             if attempt:
-                await asyncio.sleep(self._policy.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+                await asyncio.sleep(backoff_s(attempt, self._policy.backoff_s))
             request = self._http.build_request("GET", partner.base_url.rstrip("/") + path, params=params)
             target = request.url.raw_path.decode()
             request.headers[SIGNATURE_HEADER] = sign(partner.secret, int(time.time()), "GET", target)

@@ -16,7 +16,6 @@ a crash between submitting and recording gets the exchange's first receipt, neve
 from __future__ import annotations
 
 import logging
-import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from api.database import raw_connection
 from api.exchange import repository
 from api.exchange.models import ExchangeBatch
 from api.settings import Settings
+from integrations.backoff import backoff_s
 from integrations.exchange import ExchangeClient
 from ledger import PeriodicTask
 
@@ -43,8 +43,7 @@ class SubmitPolicy:
     lease_s: float = 90.0
 
     def retry_delay(self, attempts: int) -> timedelta:
-        delay = min(self.max_backoff_s, self.backoff_s * 2 ** max(0, attempts - 1)) * random.uniform(0.5, 1.5)
-        return timedelta(seconds=delay)
+        return timedelta(seconds=backoff_s(attempts, self.backoff_s, self.max_backoff_s))
 
 
 class Submitter:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from api.database import raw_connection
 from api.keys import ServerSecret
 from api.webhooks import repository
 from api.webhooks.repository import Claimed, Settled
+from integrations.backoff import backoff_s
 from integrations.circuit import Circuit
 from integrations.webhooks import WebhookSender
 from ledger import PeriodicTask
@@ -53,8 +53,7 @@ class DeliveryPolicy:
     lease_s: float = 60.0
 
     def retry_delay(self, attempts: int) -> timedelta:
-        delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
-        return timedelta(seconds=delay)
+        return timedelta(seconds=backoff_s(attempts, self.backoff_s, self.max_backoff_s))
 
 
 class Dispatcher:
