@@ -57,9 +57,10 @@ def batch_transfers(batch_id: uuid.UUID, exported_g: int, adjusted_g: int) -> li
     ]
 
 
-async def build(session: AsyncSession, actor: Actor, cutoff: datetime, meta: RequestMeta) -> ExchangeBatch:
+async def build(session: AsyncSession, actor: Actor, cutoff: datetime | None, meta: RequestMeta) -> ExchangeBatch:
     """Build the next batch up to ``cutoff`` (never later than now), audited; ``NothingToExport`` when empty."""
-    cutoff = min(cutoff, datetime.now(UTC))
+    now = datetime.now(UTC)
+    cutoff = min(cutoff, now) if cutoff is not None else now
     conn = await raw_connection(session)
     await repository.lock_batching(conn)
     batch_id = uuid.uuid4()

@@ -13,8 +13,8 @@ from api.exchange.models import ExchangeBatch
 
 
 class CreateBatch(Struct, forbid_unknown_fields=True):
-    #: Reductions credited, and reversals written, up to this moment join the batch (a later one means now).
-    cutoff: datetime
+    #: Reductions credited, and reversals written, up to this moment join the batch (omitted or later: now).
+    cutoff: datetime | None = None
 
 
 class BatchOut(Struct):
