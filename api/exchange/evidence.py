@@ -184,7 +184,7 @@ async def _lines(
     movements = batch_transfers(batch.id, batch.grams_co2e, batch.adjustment_g)
     async for t, proof in _proved(log_reader, _each(movements), lambda t: t.id, tree_size):
         yield line(
-            "movement", name=t.code.value, **proof_fields(proof.leaf_data, proof.position, proof.hashes)
+            "movement", name=str(t.code), **proof_fields(proof.leaf_data, proof.position, proof.hashes)
         ).encode()
     totals = {k: summary[k] for k in ("actions", "grams_co2e", "adjustments", "adjustment_g", "net_g", "merkle_root")}
     yield line("totals", **totals).encode()

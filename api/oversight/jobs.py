@@ -69,7 +69,8 @@ class JobRunner:
         """Mark the jobs whose workers are gone as interrupted (reads report them so meanwhile)."""
         await session.execute(
             update(Job)
-            .where(Job.status.in_(["queued", "running"]), Job.heartbeat_at < datetime.now(UTC) - STALE)  # type: ignore[attr-defined, operator]
+            .where(Job.status.in_(["queued", "running"]))  # type: ignore[attr-defined]
+            .where(Job.heartbeat_at < datetime.now(UTC) - STALE)  # type: ignore[arg-type, operator]
             .values(status="interrupted", finished_at=datetime.now(UTC))
         )
 
