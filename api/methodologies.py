@@ -15,13 +15,17 @@ from domain.methodologies import Methodology, MethodologyRegistry, Source
 
 class SourceOut(Struct):
     document: str
-    url: str
+    #: Null where no public address of the document is known (it is named so that it can be found).
+    url: str | None
+    #: Where in the document the figure stands.
     table: str | None
     year: int | None
+    #: ``primary``: read in the document itself; ``secondary``: read in a report or transcription of it.
+    confidence: str
 
     @classmethod
     def of(cls, source: Source) -> SourceOut:
-        return cls(source.document, source.url, source.table, source.year)
+        return cls(source.document, source.url, source.table, source.year, source.confidence)
 
 
 class FactorOut(Struct):
@@ -38,23 +42,6 @@ class NotCreditableOut(Struct):
     detail: str
 
 
-class MethodologySummary(Struct):
-    id: str
-    version: int
-    kind: str
-    title: str
-    valid_from: date
-    valid_until: date | None
-    creditable_categories: list[str]
-    not_creditable_categories: list[str]
-
-    @classmethod
-    def of(cls, m: Methodology) -> MethodologySummary:
-        return cls(
-            m.id, m.version, m.kind, m.title, m.valid_from, m.valid_until, sorted(m.factors), sorted(m.not_creditable)
-        )
-
-
 class MethodologyOut(Struct):
     id: str
     version: int
@@ -69,6 +56,10 @@ class MethodologyOut(Struct):
     factors: list[FactorOut]
     not_creditable: list[NotCreditableOut]
     notes: list[str]
+    creditable_categories: list[str]
+    not_creditable_categories: list[str]
+    #: Details a record must carry to be judged by this version (a second-hand record's ``trade_ref``).
+    required_details: list[str]
 
     @classmethod
     def of(cls, m: Methodology) -> MethodologyOut:
@@ -92,6 +83,9 @@ class MethodologyOut(Struct):
                 for e in sorted(m.not_creditable.values(), key=lambda e: e.category)
             ],
             notes=list(m.notes),
+            creditable_categories=sorted(m.factors),
+            not_creditable_categories=sorted(m.not_creditable),
+            required_details=list(m.required_details),
         )
 
 
@@ -99,11 +93,14 @@ class MethodologyController(Controller):
     path = "/v1/methodologies"
     tags = ["methodologies"]
 
-    @get("", summary="Every published methodology version")
-    async def list_methodologies(
-        self, methodologies: NamedDependency[MethodologyRegistry]
-    ) -> list[MethodologySummary]:
-        return [MethodologySummary.of(m) for m in methodologies.all()]
+    @get(
+        "",
+        summary="Every published methodology version, whole: validity, formula, factors, sources and their confidence",
+        description="An action is judged by the version in force when its activity happened (a trip's start), "
+        "read in the programme's time zone: `valid_from` ≤ that day < `valid_until`.",
+    )
+    async def list_methodologies(self, methodologies: NamedDependency[MethodologyRegistry]) -> list[MethodologyOut]:
+        return [MethodologyOut.of(m) for m in methodologies.all()]
 
     @get("/{methodology_id:str}/{version:int}", summary="One methodology version: formula, factors and sources")
     async def get_methodology(

@@ -153,7 +153,7 @@ class Settings(BaseSettings):
         default=Decimal("10"), gt=0, description="Points per kg CO₂e avoided (points are rounded down)."
     )
     daily_points_cap: dict[str, int] = Field(
-        default={"transit": 100, "recycling": 100, "second_hand": 200},
+        default={"transit": 100, "recycling": 100, "second_hand": 500},
         description="Most points one resident earns per local day, by action kind (JSON object).",
     )
     monthly_points_cap: dict[str, int] = Field(

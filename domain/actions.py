@@ -79,12 +79,25 @@ class Reason(StrEnum):
     NO_REDUCTION = "no_reduction"
     PARTNER_VOLUME_ANOMALY = "partner_volume_anomaly"
     REJECTED_BY_OPERATOR = "rejected_by_operator"
+    #: The receiving side's record of a trade: the giving side is credited for it (``attribution``).
+    TRADE_CREDITED_TO_GIVER = "trade_credited_to_giver"
+    #: A trade already credited (or held for review) on another record.
+    TRADE_ALREADY_CREDITED = "trade_already_credited"
 
 
 class SecondHandTrade(StrEnum):
+    """Which side of a trade a second-hand record describes."""
+
     SOLD = "sold"
     BOUGHT = "bought"
     DONATED = "donated"
+    RECEIVED = "received"
+
+
+#: The sides of a trade that are credited for it: the seller of a sale, the donor of a donation. The
+#: receiving side is not, so that one traded item is one reduction whichever side's record comes first;
+#: the giver is chosen because the recipient of a donation is often an organisation, not a resident.
+GIVING_SIDES = frozenset({SecondHandTrade.SOLD, SecondHandTrade.DONATED})
 
 
 class InvalidRecord(InvalidInput):
@@ -108,6 +121,16 @@ class ActionRecord:
     occurred_at: datetime
     started_at: datetime | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def activity_at(self) -> datetime:
+        """When the activity happened, for choosing the methodology in force: a trip's start, else its time."""
+        return self.started_at or self.occurred_at
+
+    @property
+    def trade_ref(self) -> str | None:
+        """The platform's id of the trade a second-hand record describes (the same on both sides' records)."""
+        return self.details.get("trade_ref")
 
     def trip(self) -> Trip:
         assert self.started_at is not None
@@ -193,7 +216,13 @@ RECORD_FIELDS: dict[ActionKind, tuple[RecordField, ...]] = {
     ActionKind.SECOND_HAND: (
         _OCCURRED_AT,
         _name("category", "What was traded, named as in the methodology's factors"),
-        _name("trade", "What the resident did with the item", choices=SecondHandTrade),
+        _name("trade", "Which side of the trade the resident was on", choices=SecondHandTrade),
+        RecordField(
+            "trade_ref",
+            FieldType.TEXT,
+            "The platform's id of the trade, the same on both sides' records (required from methodology version 2)",
+            required=False,
+        ),
         RecordField("quantity", FieldType.INTEGER, "Number of items", minimum=1),
         RecordField("weight_g", FieldType.INTEGER, "Weight in grams, if known", required=False, minimum=1),
     ),
@@ -239,8 +268,9 @@ def parse_record(kind: ActionKind, raw: Any) -> ActionRecord:
         details = {"station_id": values["station_id"]}
         return ActionRecord(*common, values["material"], values["weight_g"], values["occurred_at"], details=details)
     details = {"trade": values["trade"]}
-    if values["weight_g"] is not None:
-        details["weight_g"] = values["weight_g"]
+    for optional in ("trade_ref", "weight_g"):
+        if values[optional] is not None:
+            details[optional] = values[optional]
     return ActionRecord(*common, values["category"], values["quantity"], values["occurred_at"], details=details)
 
 
@@ -263,7 +293,8 @@ def assess(
     earlier_trips: TripHistory | Iterable[Trip],
     local_offset: timedelta,
 ) -> Assessment:
-    """Plausibility, the one-body and cross-partner rules, then the methodology of the action's day."""
+    """Plausibility, the one-body and cross-partner rules, then the methodology in force when the activity
+    happened (its local day: a trip's start day), which may require details of the record."""
     refusal: Refusal | None
     if record.kind is ActionKind.TRANSIT:
         trip = record.trip()
@@ -275,7 +306,9 @@ def assess(
     if refusal is not None:
         return Assessment(None, refusal.value)
     try:
-        methodology = methodologies.current(record.kind.value, local_day(record.occurred_at, local_offset))
+        methodology = methodologies.current(record.kind.value, local_day(record.activity_at, local_offset))
+        if any(record.details.get(name) is None for name in methodology.required_details):
+            return Assessment(None, Reason.INVALID_RECORD.value)
         reduction = methodology.reduction(record.category, record.quantity)
     except MethodologyNotFound:
         return Assessment(None, Reason.NO_METHODOLOGY.value)

@@ -10,8 +10,10 @@ submission are decided in order, each as if the ones before it had already been 
    decision's reason);
 3. a record for a partner account nobody linked is ``rejected`` (``account_not_linked``);
 4. otherwise it is judged (``domain.actions.assess``: plausibility, overlapping trips, the
-   methodology in force) and becomes an action: ``rejected`` with the rule's reason; held for
-   review (``pending_review``) once the partner's volume allowance is used up; or ``credited``
+   methodology in force) and, for a second-hand record naming a trade, attributed: only the giving
+   side's record (sold, donated) of a trade is credited, once (``trade_credited_to_giver``,
+   ``trade_already_credited``); it becomes an action: ``rejected`` with the rule's reason; held
+   for review (``pending_review``) once the partner's volume allowance is used up; or ``credited``
    with its points cut to what the resident's daily and monthly caps for the kind leave.
 
 Operator reviews approve a held action with the same cap logic (``approve_held``).
@@ -28,6 +30,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.actions import (
+    GIVING_SIDES,
     ActionKind,
     ActionRecord,
     ActionStatus,
@@ -115,6 +118,8 @@ class Known:
     points: Mapping[tuple[UUID, str, date], int] = field(default_factory=dict)
     #: Records the partner may still push this hour before the rest are held; None: no volume rule (claims).
     allowance: int | None = None
+    #: The submission's trade refs that an action of the partner already holds (credited, held or reversed).
+    trades: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -217,6 +222,7 @@ def decide(submitted: Sequence[Submitted], known: Known, rules: Rules, now: date
     usage = CapUsage(known.points)
     allowance = known.allowance
     seen: dict[UUID, PriorDecision] = {}
+    trades = set(known.trades)
     decisions: list[Decision] = []
     for item in submitted:
         record, aid = item.record, item.action_id
@@ -246,8 +252,9 @@ def decide(submitted: Sequence[Submitted], known: Known, rules: Rules, now: date
             history = trips[resident] = TripHistory(known.trips.get(resident, ()))
         day = local_day(record.occurred_at, rules.local_offset)
         assessment = assess(record, rules.methodologies, now, history, rules.local_offset)
-        if assessment.reduction is None:
-            action = NewAction(aid, record, item.raw, resident, day, ActionStatus.REJECTED, assessment.reason)
+        refusal = assessment.reason or attribution_refusal(record, trades)
+        if assessment.reduction is None or refusal is not None:
+            action = NewAction(aid, record, item.raw, resident, day, ActionStatus.REJECTED, refusal)
         elif allowance is not None and allowance <= 0:
             action = NewAction(
                 aid,
@@ -275,6 +282,8 @@ def decide(submitted: Sequence[Submitted], known: Known, rules: Rules, now: date
             )
         if allowance is not None:
             allowance -= 1
+        if action.status is not ActionStatus.REJECTED and record.trade_ref is not None:
+            trades.add(record.trade_ref)
         if action.status is not ActionStatus.REJECTED and record.kind is ActionKind.TRANSIT:
             history.add(record.trip())
         seen[aid] = PriorDecision(action.status.value, action.reason)
@@ -282,6 +291,18 @@ def decide(submitted: Sequence[Submitted], known: Known, rules: Rules, now: date
             Decision(item.index, _OUTCOME[action.status], record.external_id, aid, action.reason, None, action)
         )
     return decisions
+
+
+def attribution_refusal(record: ActionRecord, taken: set[str]) -> str | None:
+    """Why a second-hand record of a trade is not credited: one traded item is one reduction, and it goes
+    to the giving side (``domain.actions.GIVING_SIDES``); None when it may be."""
+    if record.trade_ref is None:
+        return None
+    if record.details.get("trade") not in GIVING_SIDES:
+        return Reason.TRADE_CREDITED_TO_GIVER.value
+    if record.trade_ref in taken:
+        return Reason.TRADE_ALREADY_CREDITED.value
+    return None
 
 
 @dataclass(frozen=True, slots=True)

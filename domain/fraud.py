@@ -18,6 +18,8 @@ from enum import StrEnum
 class TransitMode(StrEnum):
     METRO = "metro"
     BUS = "bus"
+    #: A battery-electric bus (the operator knows which of its buses are).
+    E_BUS = "e_bus"
     SHARED_BIKE = "shared_bike"
     WALKING = "walking"
 
@@ -40,6 +42,7 @@ MAX_SPEED_KMH = {
     TransitMode.WALKING: 7,
     TransitMode.SHARED_BIKE: 25,
     TransitMode.BUS: 60,
+    TransitMode.E_BUS: 60,
     TransitMode.METRO: 100,
 }
 MIN_TRIP_M = 200

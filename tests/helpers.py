@@ -12,12 +12,15 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from api.database import migrate
 from api.settings import Settings
+from domain.methodologies import MethodologyRegistry, points_for
 from integrations.embedded_postgres import drop_database, ensure_database, with_database
 from ledger.service import Ledger
 from ledger.types import (
@@ -32,6 +35,44 @@ from ledger.types import (
 APP_ROLE = "carbon_app"
 #: Every sealer on the shared test database signs as this log, so all its checkpoints verify together.
 LOG_ORIGIN = "carbon-rewards-test"
+#: The programme's time zone (the settings' default offset), in which methodology versions change.
+SHANGHAI = timezone(timedelta(hours=8))
+METHODOLOGIES = MethodologyRegistry.load()
+
+
+def yesterday_at(hour: int, minute: int = 0) -> datetime:
+    """A time yesterday in Shanghai, so that every trip of a test falls on one local day."""
+    day = datetime.now(SHANGHAI).date() - timedelta(days=1)
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=SHANGHAI)
+
+
+#: When methodology version 2 came into force: midnight in Shanghai of its first day.
+_V2_DAY = METHODOLOGIES.get("second-hand-trading", 2).valid_from
+VERSION_2_STARTS = datetime(_V2_DAY.year, _V2_DAY.month, _V2_DAY.day, tzinfo=SHANGHAI)
+
+
+def recently(ago: timedelta = timedelta(hours=2)) -> datetime:
+    """A moment ``ago`` before now, but not before version 2 came into force: an activity judged by version 2."""
+    return max(datetime.now(timezone.utc) - ago, VERSION_2_STARTS + timedelta(minutes=1))
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """What the methodology in force at an activity's time credits for it (at the default 10 points per kg)."""
+
+    grams: int
+    points: int
+    version: int
+    factor: str
+
+
+def expected(kind: str, category: str, quantity: int, at: datetime) -> Expected:
+    """The credit for an activity, from the published data: tests stay right on either side of a version change
+    (a trip "yesterday" is judged by version 1 or 2 depending on the day the suite runs)."""
+    methodology = METHODOLOGIES.current(kind, at.astimezone(SHANGHAI).date())
+    reduction = methodology.reduction(category, quantity)
+    grams = reduction.grams_co2e
+    return Expected(grams, points_for(grams, Decimal(10)), methodology.version, str(reduction.factor))
 
 
 async def make_account(

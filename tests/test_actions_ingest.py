@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -18,16 +18,18 @@ from integrations.simulators.partner import PartnerSimulator
 from ledger.accounts import CARBON_POOL, ISSUANCE_POINTS, resident_carbon_account, resident_points_account
 from ledger.service import Ledger
 from tests.helpers import (
+    METHODOLOGIES,
+    SHANGHAI,
     PartnerHandle,
     bearer,
+    expected,
     link_account,
     push,
     register_partner,
     sign_in_operator,
     sign_in_resident,
+    yesterday_at,
 )
-
-SHANGHAI = timezone(timedelta(hours=8))
 
 
 @pytest.fixture(scope="module")
@@ -65,66 +67,63 @@ def trip(
     }
 
 
-def yesterday_at(hour: int, minute: int = 0) -> datetime:
-    """A time yesterday in Shanghai, so that every trip of a test falls on one local day."""
-    day = datetime.now(SHANGHAI).date() - timedelta(days=1)
-    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=SHANGHAI)
-
-
 async def test_a_pushed_metro_trip_is_credited_by_the_methodology(
     api: AsyncTestClient, transit: PartnerHandle, resident: dict[str, str], ledger: Ledger
 ) -> None:
     ref = await link_account(api, resident, transit)
-    # 10,000 m × 51 g/km = 510 g; 510 g × 10 points/kg = 5.1 → 5 points (both rounded down)
+    # version 1: 10,000 m × 51 g/km = 510 g; 510 g × 10 points/kg = 5.1 → 5 points (both rounded down);
+    # version 2: 10,000 m × 46 g/km = 460 g → 4 points. Which one depends on the day the suite runs.
     record = trip(ref, yesterday_at(8), 25, 10_000)
+    credit = expected("transit", "metro", 10_000, yesterday_at(8))
+    grams, points = credit.grams, credit.points
     response = await push(api, transit, [record])
     assert response.status_code == 200, response.text
     [result] = response.json()["results"]
     assert result["outcome"] == "credited"
-    assert (result["grams_co2e"], result["points"]) == (510, 5)
-    assert (result["methodology_id"], result["methodology_version"]) == ("transit-trips", 1)
+    assert (result["grams_co2e"], result["points"]) == (grams, points)
+    assert (result["methodology_id"], result["methodology_version"]) == ("transit-trips", credit.version)
 
     action_id = uuid.UUID(result["action_id"])
     transfers = await ledger.lookup_transfers([uuid.uuid5(action_id, "co2e"), uuid.uuid5(action_id, "points")])
     me = (await api.get("/v1/me", headers=resident)).json()
     resident_id = uuid.UUID(me["id"])
-    carbon, points = transfers[uuid.uuid5(action_id, "co2e")], transfers[uuid.uuid5(action_id, "points")]
+    carbon, issued = transfers[uuid.uuid5(action_id, "co2e")], transfers[uuid.uuid5(action_id, "points")]
     assert (carbon.debit_account_id, carbon.credit_account_id, carbon.amount) == (
         resident_carbon_account(resident_id).id,
         CARBON_POOL.id,
-        510,
+        grams,
     )
-    assert (points.debit_account_id, points.credit_account_id, points.amount) == (
+    assert (issued.debit_account_id, issued.credit_account_id, issued.amount) == (
         ISSUANCE_POINTS.id,
         resident_points_account(resident_id).id,
-        5,
+        points,
     )
-    assert carbon.linked and not points.linked
-    assert carbon.metadata is not None and carbon.metadata["factor"] == "51"
+    assert carbon.linked and not issued.linked
+    assert carbon.metadata is not None and carbon.metadata["factor"] == credit.factor
 
     balance = (await api.get("/v1/me/balance", headers=resident)).json()
     assert balance == {
-        "points_available": 5,
+        "points_available": points,
         "points_held": 0,
-        "points_earned": 5,
+        "points_earned": points,
         "points_spent": 0,
-        "co2e_avoided_g": 510,
+        "co2e_avoided_g": grams,
     }
     actions = (await api.get("/v1/me/actions", headers=resident)).json()
     assert [(a["external_id"], a["status"], a["points"]) for a in actions["items"]] == [
-        (record["external_id"], "credited", 5)
+        (record["external_id"], "credited", points)
     ]
     statement = (await api.get("/v1/me/ledger", headers=resident)).json()
     assert sorted((line["ledger"], line["direction"], line["amount"]) for line in statement["items"]) == [
-        ("co2e_g", "debit", 510),
-        ("points", "credit", 5),
+        ("co2e_g", "debit", grams),
+        ("points", "credit", points),
     ]
     impact = (await api.get("/v1/me/impact", headers=resident)).json()
     month = yesterday_at(8).strftime("%Y-%m")
     assert impact == {
-        "co2e_avoided_g": 510,
-        "by_kind": {"transit": 510},
-        "by_month": [{"month": month, "kind": "transit", "co2e_avoided_g": 510}],
+        "co2e_avoided_g": grams,
+        "by_kind": {"transit": grams},
+        "by_month": [{"month": month, "kind": "transit", "co2e_avoided_g": grams}],
     }
     assert (await ledger.recompute_balances()).ok
 
@@ -146,7 +145,7 @@ async def test_pushed_and_claimed_copies_of_one_record_credit_once(
     again = await push(api, transit, [record], timestamp=now - 1)  # signed anew: not a replay
     assert again.json()["results"][0]["outcome"] == "duplicate"
     balance = (await api.get("/v1/me/balance", headers=resident)).json()
-    assert balance["co2e_avoided_g"] == 408  # 8 km × 51 g/km, once
+    assert balance["co2e_avoided_g"] == expected("transit", "metro", 8_000, yesterday_at(9)).grams  # once
 
 
 async def test_a_claim_fetches_the_record_from_the_partner_and_credits_it(
@@ -158,7 +157,12 @@ async def test_a_claim_fetches_the_record_from_the_partner_and_credits_it(
         "/v1/me/actions/claims", json={"partner_id": transit.id, "external_id": record["external_id"]}, headers=resident
     )
     assert claimed.status_code == 200, claimed.text
-    assert (claimed.json()["outcome"], claimed.json()["grams_co2e"], claimed.json()["points"]) == ("credited", 102, 1)
+    credit = expected("transit", "shared_bike", 2_000, yesterday_at(10))  # 102 g, 1 point; by version 2: 66 g, 0
+    assert (claimed.json()["outcome"], claimed.json()["grams_co2e"], claimed.json()["points"]) == (
+        "credited",
+        credit.grams,
+        credit.points,
+    )
     pushed = await push(api, transit, [record])
     assert pushed.json()["results"][0]["outcome"] == "duplicate"
     [action] = (await api.get("/v1/me/actions", headers=resident)).json()["items"]
@@ -184,7 +188,8 @@ async def test_fifty_concurrent_pushes_of_one_batch_credit_each_record_once(
     )
     assert stored == 5
     balance = (await api.get("/v1/me/balance", headers=resident)).json()
-    assert balance["co2e_avoided_g"] == 5 * 255 and balance["points_earned"] == 5 * 2
+    credit = expected("transit", "metro", 5_000, yesterday_at(12))
+    assert balance["co2e_avoided_g"] == 5 * credit.grams and balance["points_earned"] == 5 * credit.points
 
 
 async def test_signature_missing_wrong_expired_or_replayed_is_refused_and_nothing_is_credited(
@@ -316,15 +321,22 @@ async def test_the_same_trip_from_two_partners_credits_once(
         ]
 
 
+def metres_of_metro(grams: int, at: datetime) -> int:
+    """The shortest metro trip that avoids ``grams`` under the methodology in force at ``at``."""
+    per_km = int(METHODOLOGIES.current("transit", at.astimezone(SHANGHAI).date()).factors["metro"].value)
+    return -(-grams * 1000 // per_km)
+
+
 async def test_daily_cap_boundaries(api: AsyncTestClient, transit: PartnerHandle, resident: dict[str, str]) -> None:
-    """Default transit cap: 100 points a day. A 19,608 m trip avoids 1,000 g: 10 points."""
+    """Default transit cap: 100 points a day. A 1,000 g trip (19,608 m at 51 g/km, 21,740 m at 46) is 10 points."""
     ref = await link_account(api, resident, transit)
     start = yesterday_at(6)
-    nine = [trip(ref, start + timedelta(minutes=35 * i), 30, 19_608) for i in range(9)]
+    kilo, kilo_and_half = metres_of_metro(1_000, start), metres_of_metro(1_500, start)
+    nine = [trip(ref, start + timedelta(minutes=35 * i), 30, kilo) for i in range(9)]
     results = (await push(api, transit, nine)).json()["results"]
     assert [r["points"] for r in results] == [10] * 9
-    # 90 points: a 15-point trip (29,412 m → 1,500 g) gets the last 10, the rest is withheld.
-    boundary = trip(ref, start + timedelta(minutes=35 * 9), 40, 29_412)
+    # 90 points: a 15-point trip (1,500 g) gets the last 10, the rest is withheld.
+    boundary = trip(ref, start + timedelta(minutes=35 * 9), 40, kilo_and_half)
     [at_cap] = (await push(api, transit, [boundary])).json()["results"]
     assert (at_cap["outcome"], at_cap["grams_co2e"], at_cap["points"], at_cap["points_withheld"]) == (
         "credited",
@@ -334,14 +346,17 @@ async def test_daily_cap_boundaries(api: AsyncTestClient, transit: PartnerHandle
     )
     assert at_cap["cap_reason"] == "daily_cap_reached"
     # At the cap: the reduction still counts, no more points that day.
-    over = trip(ref, start + timedelta(minutes=35 * 11), 30, 19_608)
+    over = trip(ref, start + timedelta(minutes=35 * 11), 30, kilo)
     [beyond] = (await push(api, transit, [over])).json()["results"]
     assert (beyond["outcome"], beyond["points"], beyond["points_withheld"]) == ("credited", 0, 10)
     balance = (await api.get("/v1/me/balance", headers=resident)).json()
     assert balance["points_earned"] == 100
     assert balance["co2e_avoided_g"] == 9 * 1_000 + 1_500 + 1_000
-    # Another local day has its own allowance.
-    [other_day] = (await push(api, transit, [trip(ref, start - timedelta(days=1), 30, 19_608)])).json()["results"]
+    # Another local day has its own allowance (and perhaps another methodology version).
+    day_before = start - timedelta(days=1)
+    [other_day] = (await push(api, transit, [trip(ref, day_before, 30, metres_of_metro(1_000, day_before))])).json()[
+        "results"
+    ]
     assert other_day["points"] == 10
 
     # 12 actions and 23 ledger entries (the capped one has no points transfer), paged 5 at a time.

@@ -30,7 +30,8 @@ from tests.helpers import (
     sign_in_operator,
     sign_in_resident,
 )
-from tests.test_actions_ingest import trip, yesterday_at
+from tests.helpers import yesterday_at
+from tests.test_actions_ingest import trip
 
 
 @pytest.fixture(scope="module")

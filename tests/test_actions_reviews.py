@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -23,6 +23,7 @@ from integrations.simulators.sms_gateway import SmsGatewaySimulator
 from tests.helpers import (
     PartnerHandle,
     bearer,
+    expected,
     identity_settings,
     link_account,
     push,
@@ -30,7 +31,8 @@ from tests.helpers import (
     sign_in_operator,
     sign_in_resident,
 )
-from tests.test_actions_ingest import trip, yesterday_at
+from tests.helpers import recently, yesterday_at
+from tests.test_actions_ingest import trip
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,8 @@ async def test_a_burst_above_the_partners_norm_waits_for_an_operator(
     assert [r["outcome"] for r in response.json()["results"]] == ["credited"] * 3 + ["pending_review"] * 2
     held = response.json()["results"][3]
     assert held["reason"] == "partner_volume_anomaly" and held["points"] == 0
-    assert (await strict_api.get("/v1/me/balance", headers=resident)).json()["points_earned"] == 15
+    credit = expected("transit", "metro", 10_000, start)
+    assert (await strict_api.get("/v1/me/balance", headers=resident)).json()["points_earned"] == 3 * credit.points
 
     auditor = bearer(await sign_in_operator(strict_api, database_url, "auditor"))
     queue = (await strict_api.get("/v1/operator/reviews", headers=auditor)).json()
@@ -100,7 +103,11 @@ async def test_a_burst_above_the_partners_norm_waits_for_an_operator(
         headers=admin,
     )
     assert approved.status_code == 200, approved.text
-    assert (approved.json()["status"], approved.json()["points"], approved.json()["grams_co2e"]) == ("credited", 5, 510)
+    assert (approved.json()["status"], approved.json()["points"], approved.json()["grams_co2e"]) == (
+        "credited",
+        credit.points,
+        credit.grams,
+    )
     rejected = await strict_api.post(
         f"/v1/operator/reviews/{reject_id}", json={"decision": "reject", "reason": "duplicate card"}, headers=admin
     )
@@ -115,7 +122,7 @@ async def test_a_burst_above_the_partners_norm_waits_for_an_operator(
     assert missing.status_code == 404
 
     balance = (await strict_api.get("/v1/me/balance", headers=resident)).json()
-    assert (balance["points_earned"], balance["co2e_avoided_g"]) == (20, 4 * 510)
+    assert (balance["points_earned"], balance["co2e_avoided_g"]) == (4 * credit.points, 4 * credit.grams)
     decisions = await owner_conn.fetch(
         "SELECT decision FROM action_reviews WHERE action_id = ANY($1::uuid[]) ORDER BY id",
         [uuid.UUID(approve_id), uuid.UUID(reject_id)],
@@ -135,7 +142,7 @@ async def test_recycling_and_second_hand_records(
         market: PartnerHandle = await register_partner(strict_api, admin, market_sim)
         station_account = await link_account(strict_api, resident, recycling)
         shop_account = await link_account(strict_api, resident, market)
-        when = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+        when = recently().isoformat()  # judged by methodology version 2
 
         def drop(material: str, grams: int) -> dict[str, Any]:
             return {
@@ -157,7 +164,7 @@ async def test_recycling_and_second_hand_records(
         ).json()["results"]
         assert [(r["outcome"], r["reason"], r["grams_co2e"], r["points"]) for r in results] == [
             ("credited", None, 248, 2),
-            ("rejected", "factor_not_sourced", 0, 0),
+            ("rejected", "forest_credit_excluded", 0, 0),
             ("rejected", "weight_too_large", 0, 0),
             ("rejected", "no_reduction", 0, 0),  # 4 g of glass avoids 0.804 g: rounded down to nothing
         ]
@@ -167,10 +174,14 @@ async def test_recycling_and_second_hand_records(
             "occurred_at": when,
             "category": "books",
             "trade": "sold",
+            "trade_ref": f"T-{uuid.uuid4().hex}",
             "quantity": 2,
         }
-        [sold] = (await push(strict_api, market, [sale])).json()["results"]
+        no_trade = {**sale, "external_id": uuid.uuid4().hex, "category": "phones", "trade_ref": None}
+        sold, unnamed = (await push(strict_api, market, [sale, no_trade])).json()["results"]
         assert (sold["outcome"], sold["reason"]) == ("rejected", "factor_not_sourced")
+        # From version 2 a second-hand record must name its trade.
+        assert (unnamed["outcome"], unnamed["reason"]) == ("rejected", "invalid_record")
         wrong_kind = {**sale, "external_id": "x1", "kind": "transit"}
         [refused] = (await push(strict_api, market, [wrong_kind])).json()["results"]
         assert (refused["outcome"], refused["reason"]) == ("rejected", "invalid_record")

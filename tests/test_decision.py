@@ -157,7 +157,7 @@ def test_the_cap_counts_points_credited_before_the_submission() -> None:
 
 
 def test_the_monthly_cap_resets_on_the_first_local_day_of_the_month() -> None:
-    """Local midnight into December is 16:00 UTC on 30 November."""
+    """Local midnight into December is 16:00 UTC on 30 November (and methodology version 2's start: 46 g/km)."""
     month_end = datetime(2026, 11, 30, 15, 30, tzinfo=UTC)
     next_month = datetime(2026, 11, 30, 16, 5, tzinfo=UTC)
     late_now = datetime(2026, 11, 30, 18, 0, tzinfo=UTC)
@@ -165,7 +165,7 @@ def test_the_monthly_cap_resets_on_the_first_local_day_of_the_month() -> None:
     submitted = parse_submission(PARTNER, ActionKind.TRANSIT, [trip("nov", month_end), trip("dec", next_month)])
     november, december = decide(submitted, known, rules(monthly=30), late_now)
     assert november.points == 2 and november.cap_reason == "monthly_cap_reached"
-    assert december.points == 5 and december.cap_reason is None
+    assert december.grams_co2e == 460 and december.points == 4 and december.cap_reason is None
 
 
 def test_a_resident_at_the_cap_gets_the_co2e_but_no_points() -> None:

@@ -32,6 +32,7 @@ KEYED = {
     "leaf hashes of a proof": log_store.LEAF_HASHES,
     "a sealed transfer's leaf": log_store.SEALED_TRANSFER,
     "actions by id": actions.EXISTING_ACTIONS,
+    "a partner's trades already credited": actions.TAKEN_TRADES,
     "a resident's earlier trips": actions.EARLIER_TRIPS,
     "a resident's points per day": actions.CAP_USAGE,
     "an account statement": statements.ACCOUNT_ENTRIES,
@@ -89,4 +90,6 @@ async def test_a_keyed_statement_never_scans_its_table(fresh_database_url: str, 
     finally:
         await conn.close()
     assert "Seq Scan" not in plan, plan
-    assert re.search(r"Index (Only )?Scan (Backward )?using \w+ on |Bitmap Index Scan on |Conflict Arbiter Indexes", plan), plan
+    assert re.search(
+        r"Index (Only )?Scan (Backward )?using \w+ on |Bitmap Index Scan on |Conflict Arbiter Indexes", plan
+    ), plan

@@ -18,6 +18,7 @@ from api.actions import ingestion, links, reviews, views
 from api.actions.operator_controllers import OperatorActionsController
 from api.actions.runtime import ActionsRuntime
 from api.actions.schemas import (
+    ActionDetailOut,
     ActionOut,
     ActionPage,
     BalanceOut,
@@ -108,6 +109,21 @@ class ResidentActionsController(Controller):
     ) -> ActionPage:
         page = await views.resident_actions(db_session, principal.subject_id, cursor, limit)
         return ActionPage([ActionOut.of(a) for a in page.items], page.next_cursor)
+
+    @get(
+        "/actions/{action_id:uuid}",
+        summary="One of the resident's actions, with the methodology, factor, sources and sums behind its credit",
+        description="Enough to recompute the reduction by hand: `provenance.working` is the formula with the "
+        "action's numbers in it. Another resident's action answers 404 `action_not_found`.",
+    )
+    async def action(
+        self,
+        action_id: Annotated[UUID, PathParameter()],
+        db_session: NamedDependency[AsyncSession],
+        actions: NamedDependency[ActionsRuntime],
+        principal: NamedDependency[Principal],
+    ) -> ActionDetailOut:
+        return ActionDetailOut.of(await views.resident_action(db_session, actions, principal.subject_id, action_id))
 
     @get("/balance", summary="Points available, held, earned and spent, and grams CO₂e avoided")
     async def balance(

@@ -149,9 +149,10 @@ async def read(
     records = [s.record for s in submitted if s.record is not None]
     links = await repository.links_for(conn, partner_id, {r.account_ref for r in records})
     residents = sorted(set(links.values()))
-    await repository.lock_residents(conn, residents)
-    decided = await repository.decided_before(conn, [s.action_id for s in submitted if s.action_id is not None])
     linked = [r for r in records if r.account_ref in links]
+    trade_refs = {r.trade_ref for r in linked if r.trade_ref is not None}
+    await repository.lock_residents(conn, residents, partner_id, trade_refs)
+    decided = await repository.decided_before(conn, [s.action_id for s in submitted if s.action_id is not None])
     trips = [r for r in linked if r.kind is ActionKind.TRANSIT]
     known_trips = (
         await repository.earlier_trips(
@@ -173,4 +174,5 @@ async def read(
     if volume_rule:
         hourly = await repository.hourly_volume(conn, partner_id, hour_of(now) - VOLUME_HISTORY)
         allowance = rules.anomaly.allowance(hourly, now)
-    return Known(links, decided, known_trips, points, allowance)
+    trades = await repository.taken_trades(conn, partner_id, trade_refs)
+    return Known(links, decided, known_trips, points, allowance, trades)

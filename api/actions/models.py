@@ -43,6 +43,10 @@ class PartnerLink(SQLModel, table=True):
     unlinked_at: datetime | None = timestamp(nullable=True, default_now=False)
 
 
+#: The actions that hold their trade (``trade_ref``): a rejected one leaves it to another record.
+TRADE_TAKEN = "trade_ref IS NOT NULL AND status IN ('credited', 'pending_review', 'reversed')"
+
+
 class Action(SQLModel, table=True):
     """One decided partner record and everything needed to re-derive its credit."""
 
@@ -58,6 +62,14 @@ class Action(SQLModel, table=True):
             "ix_actions_decided_credited",
             "decided_at",
             postgresql_where=text("status IN ('credited', 'reversed')"),
+        ),
+        # One traded item is one reduction: a partner's trade is held by one credited, held or reversed action.
+        Index(
+            "uq_actions_partner_trade",
+            "partner_id",
+            "trade_ref",
+            unique=True,
+            postgresql_where=text(TRADE_TAKEN),
         ),
     )
 
@@ -83,6 +95,8 @@ class Action(SQLModel, table=True):
     factor: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
     source: str = Field(sa_column=Column(String(16), nullable=False))
     record: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    #: A second-hand record's trade (the platform's id, the same on both sides' records).
+    trade_ref: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))
     received_at: datetime = timestamp()
     decided_at: datetime | None = timestamp(nullable=True, default_now=False)
 

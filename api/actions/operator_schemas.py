@@ -12,6 +12,7 @@ from api.actions.models import ActionReversal
 from api.actions.oversight import Trail
 from api.actions.schemas import ActionOut
 from api.actions.stats import ReductionGroup
+from api.methodologies import SourceOut
 
 
 class Reverse(Struct, forbid_unknown_fields=True):
@@ -52,13 +53,6 @@ class RuleOut(Struct):
     rule: str
     outcome: str
     detail: str | None
-
-
-class SourceOut(Struct):
-    document: str
-    url: str
-    table: str | None
-    year: int | None
 
 
 class MethodologyUsed(Struct):
@@ -109,7 +103,7 @@ class TrailOut(Struct):
                 str(f.value) if f else a.factor,
                 f.unit if f else None,
                 f.derivation if f else None,
-                [SourceOut(s.document, s.url, s.table, s.year) for s in f.sources] if f else [],
+                [SourceOut.of(s) for s in f.sources] if f else [],
             )
         review = None
         if t.review is not None:

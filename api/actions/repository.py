@@ -9,10 +9,11 @@ whole table as it grows (docs/ledger.md; ``tests/test_query_plans.py`` plans eac
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -20,13 +21,15 @@ import asyncpg
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.actions.models import Action, ActionReview, PartnerLink
+from api.actions.models import TRADE_TAKEN, Action, ActionReview, PartnerLink
 from domain.actions import ActionStatus
 from domain.decision import NewAction, PriorDecision
 from domain.fraud import TransitMode, Trip
 
 #: Advisory-lock class of "one resident's actions are being decided" (the two-int lock space).
 RESIDENT_LOCK_CLASS = 0x61637431  # "act1"
+#: Advisory-lock class of "a partner's trade is being decided", taken after the residents' class.
+TRADE_LOCK_CLASS = 0x74726431  # "trd1"
 #: Stripes of a partner's hourly volume counter.
 VOLUME_SLOTS = 16
 
@@ -54,25 +57,35 @@ CAP_USAGE = """
 _INSERT_ACTIONS = """
     INSERT INTO actions (id, partner_id, source, external_id, resident_id, account_ref, kind, category, quantity,
         started_at, occurred_at, local_day, status, reason, grams_co2e, points, points_withheld, cap_reason,
-        methodology_id, methodology_version, factor, record, decided_at)
+        methodology_id, methodology_version, factor, record, decided_at, trade_ref)
     SELECT u.id, $1, $2, u.external_id, u.resident_id, u.account_ref, u.kind, u.category, u.quantity,
         u.started_at, u.occurred_at, u.local_day, u.status, u.reason, u.grams_co2e, u.points, u.points_withheld,
-        u.cap_reason, u.methodology_id, u.methodology_version, u.factor, u.record::jsonb, u.decided_at
+        u.cap_reason, u.methodology_id, u.methodology_version, u.factor, u.record::jsonb, u.decided_at, u.trade_ref
     FROM unnest($3::uuid[], $4::text[], $5::uuid[], $6::text[], $7::text[], $8::text[], $9::bigint[],
         $10::timestamptz[], $11::timestamptz[], $12::date[], $13::text[], $14::text[], $15::bigint[],
         $16::bigint[], $17::bigint[], $18::text[], $19::text[], $20::int[], $21::text[], $22::text[],
-        $23::timestamptz[])
+        $23::timestamptz[], $24::text[])
         AS u(id, external_id, resident_id, account_ref, kind, category, quantity, started_at, occurred_at,
              local_day, status, reason, grams_co2e, points, points_withheld, cap_reason, methodology_id,
-             methodology_version, factor, record, decided_at)
+             methodology_version, factor, record, decided_at, trade_ref)
     ORDER BY u.id
     ON CONFLICT DO NOTHING
     RETURNING id
+"""
+#: The submission's trades (``$2``) that an action of the partner (``$1``) already holds.
+TAKEN_TRADES = f"""
+    SELECT trade_ref FROM actions
+    WHERE partner_id = $1::uuid AND trade_ref = ANY($2::text[]) AND {TRADE_TAKEN}
 """
 
 
 def resident_lock_key(resident_id: uuid.UUID) -> int:
     return int.from_bytes(resident_id.bytes[:4], "big", signed=True)
+
+
+def trade_lock_key(partner_id: uuid.UUID, trade_ref: str) -> int:
+    digest = hashlib.blake2b(partner_id.bytes + trade_ref.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 # ------------------------------------------------------------------------------- what a decision reads
@@ -91,22 +104,39 @@ async def links_for(conn: asyncpg.Connection, partner_id: uuid.UUID, refs: set[s
     return {r["partner_account_ref"]: r["resident_id"] for r in rows}
 
 
-async def lock_residents(conn: asyncpg.Connection, residents: Sequence[uuid.UUID]) -> None:
-    """Serialise deciding for these residents until the transaction ends (advisory locks, in a fixed order).
+async def lock_residents(
+    conn: asyncpg.Connection,
+    residents: Sequence[uuid.UUID],
+    partner_id: uuid.UUID | None = None,
+    trade_refs: Iterable[str] = (),
+) -> None:
+    """Serialise deciding for these residents (and the partner's trades) until the transaction ends.
 
-    Caps and the overlapping-trip rule then see every earlier decision, even of a concurrent submission.
+    Caps, the overlapping-trip rule and one credit per trade then see every earlier decision, even of a
+    concurrent submission. Advisory locks are taken in one fixed order, residents' class before trades'.
     """
-    if residents:
+    keys = [(RESIDENT_LOCK_CLASS, k) for k in sorted({resident_lock_key(r) for r in residents})]
+    if partner_id is not None:
+        keys += [(TRADE_LOCK_CLASS, k) for k in sorted({trade_lock_key(partner_id, t) for t in trade_refs})]
+    if keys:
         await conn.execute(
-            "SELECT pg_advisory_xact_lock($1::int, k) FROM unnest($2::int[]) AS k ORDER BY k",
-            RESIDENT_LOCK_CLASS,
-            sorted({resident_lock_key(r) for r in residents}),
+            "SELECT pg_advisory_xact_lock(c, k) FROM unnest($1::int[], $2::int[]) WITH ORDINALITY AS l(c, k, i) "
+            "ORDER BY i",
+            [c for c, _ in keys],
+            [k for _, k in keys],
         )
 
 
 async def decided_before(conn: asyncpg.Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, PriorDecision]:
     rows = await conn.fetch(EXISTING_ACTIONS, ids)
     return {r["id"]: PriorDecision(r["status"], r["reason"]) for r in rows}
+
+
+async def taken_trades(conn: asyncpg.Connection, partner_id: uuid.UUID, trade_refs: set[str]) -> frozenset[str]:
+    """Which of these trades of the partner an action already holds (credited, held for review or reversed)."""
+    if not trade_refs:
+        return frozenset()
+    return frozenset(r["trade_ref"] for r in await conn.fetch(TAKEN_TRADES, partner_id, sorted(trade_refs)))
 
 
 async def earlier_trips(
@@ -176,13 +206,14 @@ async def insert_actions(
     now: datetime,
     credited_at: Mapping[uuid.UUID, datetime],
 ) -> set[uuid.UUID]:
-    """Store decided actions; returns the ids inserted (a concurrent submission may have stored some first).
+    """Store decided actions; returns the ids inserted (a concurrent submission may have stored some first,
+    or taken their trade: one record per trade is stored as credited or held, ``uq_actions_partner_trade``).
 
     A credited action is decided when its credit was written (``credited_at``), any other at ``now``.
     """
     if not actions:
         return set()
-    columns: tuple[list[Any], ...] = tuple([] for _ in range(21))
+    columns: tuple[list[Any], ...] = tuple([] for _ in range(22))
     for a in actions:
         r, red = a.record, a.reduction
         for column, value in zip(
@@ -209,6 +240,7 @@ async def insert_actions(
                 str(red.factor) if red else None,
                 json.dumps(a.raw),  # jsonb orders the keys itself
                 None if a.status is ActionStatus.PENDING_REVIEW else credited_at.get(a.id, now),
+                r.trade_ref,
             ),
             strict=True,
         ):
@@ -255,6 +287,13 @@ async def resident_actions(
     return (
         await session.scalars(query.order_by(Action.received_at.desc(), Action.id.desc()).limit(limit))  # type: ignore[attr-defined]
     ).all()
+
+
+async def resident_action(session: AsyncSession, resident_id: uuid.UUID, action_id: uuid.UUID) -> Action | None:
+    """The action, if it is the resident's."""
+    return (
+        await session.scalars(select(Action).where(Action.resident_id == resident_id).where(Action.id == action_id))
+    ).one_or_none()
 
 
 async def impact_by_month(conn: asyncpg.Connection, resident_id: uuid.UUID) -> list[tuple[str, str, int]]:

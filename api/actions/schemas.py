@@ -11,7 +11,8 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 from msgspec import Meta, Struct
 
 from api.actions.models import Action, PartnerLink
-from api.actions.views import Impact, ResidentBalance
+from api.actions.views import ActionDetail, Impact, Provenance, ResidentBalance
+from api.methodologies import SourceOut
 from domain.actions import (
     COMMON_FIELDS,
     CONTROL_CHARACTERS,
@@ -143,6 +144,63 @@ class ActionOut(Struct):
             a.received_at,
             a.decided_at,
         )
+
+
+class ProvenanceOut(Struct):
+    """What a credit was reckoned with, enough to recompute it by hand: ``working`` is the formula with the
+    action's numbers in it."""
+
+    methodology_id: str
+    methodology_version: int
+    title: str
+    formula: str
+    activity_unit: str
+    #: Activity units per unit of the factor (1000 metres per km, 1000 grams per kg, 1 item).
+    per_factor_unit: int
+    category: str
+    quantity: int
+    #: The factor the credit used (as stored with the action).
+    factor: str
+    factor_unit: str
+    derivation: str
+    sources: list[SourceOut]
+    working: str
+    grams_co2e: int
+    points_per_kg_co2e: str
+    points_working: str
+
+    @classmethod
+    def of(cls, p: Provenance, action: Action) -> ProvenanceOut:
+        m = p.methodology
+        return cls(
+            m.id,
+            m.version,
+            m.title,
+            m.formula,
+            m.activity_unit,
+            m.per_factor_unit,
+            action.category,
+            action.quantity,
+            str(p.factor_used),
+            p.factor.unit,
+            p.factor.derivation,
+            [SourceOut.of(source) for source in p.factor.sources],
+            p.working,
+            action.grams_co2e,
+            str(p.points_per_kg),
+            p.points_working,
+        )
+
+
+class ActionDetailOut(Struct):
+    action: ActionOut
+    #: Null for an action that was not credited: nothing was reckoned.
+    provenance: ProvenanceOut | None
+
+    @classmethod
+    def of(cls, detail: ActionDetail) -> ActionDetailOut:
+        a = detail.action
+        return cls(ActionOut.of(a), ProvenanceOut.of(detail.provenance, a) if detail.provenance else None)
 
 
 class ActionPage(Struct):

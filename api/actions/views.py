@@ -9,13 +9,17 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.actions import repository
+from api.actions.errors import ActionNotFound
 from api.actions.models import Action
+from api.actions.runtime import ActionsRuntime
 from api.database import raw_connection
 from api.pagination import Page, decode_cursor, page_of
+from domain.methodologies import Factor, Methodology, MethodologyNotFound, MethodologyRegistry, points_for
 from ledger import Entry, account_entries, get_balances, resident_carbon_account, resident_points_account
 
 
@@ -48,6 +52,63 @@ async def resident_actions(
     """The resident's actions, newest first."""
     rows = await repository.resident_actions(session, resident_id, decode_cursor(cursor), limit + 1)
     return page_of(rows, limit, lambda action: (action.received_at, action.id))
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """How an action's credit was reckoned: the methodology version, the factor it used, and the sums."""
+
+    methodology: Methodology
+    #: The published factor (unit, derivation, sources); its value is the one stored with the action.
+    factor: Factor
+    #: The factor the credit was computed with, as stored with the action.
+    factor_used: Decimal
+    working: str
+    points_per_kg: Decimal
+    points_working: str
+
+
+@dataclass(frozen=True)
+class ActionDetail:
+    action: Action
+    #: None for an action that was not credited (nothing was reckoned).
+    provenance: Provenance | None
+
+
+async def resident_action(
+    session: AsyncSession, rt: ActionsRuntime, resident_id: uuid.UUID, action_id: uuid.UUID
+) -> ActionDetail:
+    """One of the resident's own actions with what a resident needs to recompute its reduction by hand;
+    another resident's action is answered as missing (its existence is not disclosed)."""
+    action = await repository.resident_action(session, resident_id, action_id)
+    if action is None:
+        raise ActionNotFound(f"no action {action_id}")
+    return ActionDetail(action, _provenance(action, rt.rules.methodologies, rt.rules.points_per_kg))
+
+
+def _provenance(action: Action, methodologies: MethodologyRegistry, points_per_kg: Decimal) -> Provenance | None:
+    if action.methodology_id is None or action.methodology_version is None or action.factor is None:
+        return None
+    try:
+        methodology = methodologies.get(action.methodology_id, action.methodology_version)
+    except MethodologyNotFound:
+        return None
+    factor = methodology.factors.get(action.category)
+    if factor is None:
+        return None
+    used = Decimal(action.factor)
+    earned = points_for(action.grams_co2e, points_per_kg)
+    points_working = f"floor({action.grams_co2e} g × {points_per_kg} points per kg ÷ 1000) = {earned} points" + (
+        f", of which {action.points_withheld} withheld ({action.cap_reason})" if action.points_withheld else ""
+    )
+    return Provenance(
+        methodology,
+        factor,
+        used,
+        methodology.working(used, action.quantity),
+        points_per_kg,
+        points_working,
+    )
 
 
 async def statement(session: AsyncSession, resident_id: uuid.UUID, cursor: str | None, limit: int) -> Page[Entry]:

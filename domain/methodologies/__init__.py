@@ -1,9 +1,12 @@
 """Versioned, dated, public methodologies: how a verified action becomes grams of CO₂e avoided.
 
-The factors are data (``v1.json`` beside this module), each with its source and how it was derived,
-never constants in code. A methodology version never changes once published: a new version gets new
-factors and a new validity period, and every credit records the version and factor it used, so a
-later version cannot change a past credit. Reductions and points are integers, always rounded down.
+The factors are data (``v1.json``, ``v2.json`` beside this module), each with its sources, their
+confidence, and how it was derived, never constants in code. A methodology version's factors never
+change once published: a new version gets new factors and a validity period that starts where the
+previous one's ends (``valid_from`` and ``valid_until`` are days in the programme's time zone, the end
+excluded), and every credit records the version and factor it used, so a later version cannot change a
+past credit. An action is judged by the version in force at the moment its activity happened (a trip's
+start). Reductions and points are integers, always rounded down.
 """
 
 from __future__ import annotations
@@ -30,10 +33,17 @@ class MethodologyNotFound(NotFound):
     title = "No such methodology version"
 
 
+#: How directly a source's figure was read: in the primary document, or in a report or transcription of it.
+CONFIDENCES = ("primary", "secondary")
+
+
 @dataclass(frozen=True)
 class Source:
     document: str
-    url: str
+    url: str | None
+    #: ``primary``: read in the document itself; ``secondary``: read in a report or transcription of it.
+    confidence: str
+    #: Where in the document the figure stands (a table, an exhibit, a page).
     table: str | None = None
     year: int | None = None
 
@@ -87,6 +97,13 @@ class Methodology:
     factors: dict[str, Factor]
     not_creditable: dict[str, Exclusion]
     notes: tuple[str, ...] = field(default=())
+    #: Details a record must carry to be judged by this version (a second-hand record's ``trade_ref``).
+    required_details: tuple[str, ...] = field(default=())
+
+    @property
+    def per_factor_unit(self) -> int:
+        """The activity units per unit of the factor (1000 metres per km, 1000 grams per kg, 1 item)."""
+        return _PER_FACTOR_UNIT[self.activity_unit]
 
     def valid_on(self, day: date) -> bool:
         return self.valid_from <= day and (self.valid_until is None or day < self.valid_until)
@@ -106,9 +123,17 @@ class Methodology:
         if factor is None:
             known = sorted([*self.factors, *self.not_creditable])
             raise InvalidInput(f"unknown category {category!r}; one of {', '.join(known)}", field="category")
-        exact = factor.value * quantity / _PER_FACTOR_UNIT[self.activity_unit]
+        exact = factor.value * quantity / self.per_factor_unit
         grams = int(exact.to_integral_value(rounding=ROUND_FLOOR))
         return Reduction(grams, self.id, self.version, category, factor.value, quantity)
+
+    def working(self, factor: Decimal, quantity: int) -> str:
+        """The formula with a credit's numbers in it, so that a resident can redo the sum by hand."""
+        per = self.per_factor_unit
+        exact = factor * quantity / per
+        grams = int(exact.to_integral_value(rounding=ROUND_FLOOR))
+        product = f"{factor} × {quantity}" + (f" ÷ {per}" if per != 1 else "")
+        return f"floor({product}) = floor({exact.normalize():f}) = {grams} g CO2e"
 
 
 def points_for(grams_co2e: int, points_per_kg: Decimal) -> int:
@@ -119,7 +144,10 @@ def points_for(grams_co2e: int, points_per_kg: Decimal) -> int:
 
 
 def _source(raw: dict[str, Any]) -> Source:
-    return Source(document=raw["document"], url=raw["url"], table=raw.get("table"), year=raw.get("year"))
+    confidence = raw.get("confidence")
+    if confidence not in CONFIDENCES:
+        raise ValueError(f"source {raw['document']!r}: confidence must be one of {', '.join(CONFIDENCES)}")
+    return Source(raw["document"], raw.get("url"), confidence, raw.get("table"), raw.get("year"))
 
 
 def methodology_from_data(raw: dict[str, Any]) -> Methodology:
@@ -145,18 +173,37 @@ def methodology_from_data(raw: dict[str, Any]) -> Methodology:
         factors=factors,
         not_creditable={c: Exclusion(c, e["reason"], e["detail"]) for c, e in raw["not_creditable"].items()},
         notes=tuple(raw.get("notes", ())),
+        required_details=tuple(raw.get("required_details", ())),
     )
+
+
+def _check_succession(methodologies: list[Methodology]) -> None:
+    """Each methodology's versions follow one another: a version starts the day the one before it ends."""
+    by_id: dict[str, list[Methodology]] = {}
+    for m in methodologies:
+        by_id.setdefault(m.id, []).append(m)
+    for versions in by_id.values():
+        versions.sort(key=lambda m: m.version)
+        for before, after in zip(versions, versions[1:], strict=False):
+            if before.valid_until != after.valid_from:
+                raise ValueError(
+                    f"{after.id} v{after.version} must start the day v{before.version} ends "
+                    f"({before.valid_until}), not {after.valid_from}"
+                )
 
 
 class MethodologyRegistry:
     """Every published methodology version, loaded once from the packaged data files."""
 
-    DATA_FILES = ("v1.json",)
+    DATA_FILES = ("v1.json", "v2.json")
 
-    def __init__(self, methodologies: list[Methodology], data: dict[tuple[str, int], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, methodologies: list[Methodology], data: dict[tuple[str, int], dict[str, Any]] | None = None
+    ) -> None:
         self._by_key = {(m.id, m.version): m for m in methodologies}
         if len(self._by_key) != len(methodologies):
             raise ValueError("a methodology version is published twice")
+        _check_succession(methodologies)
         self._data = data or {}
 
     @classmethod
@@ -186,7 +233,8 @@ class MethodologyRegistry:
             raise MethodologyNotFound(f"no methodology {methodology_id!r} version {version}") from None
 
     def current(self, kind: str, day: date) -> Methodology:
-        """The version of a kind's methodology valid on ``day`` (the latest, should two overlap)."""
+        """The version of a kind's methodology in force on ``day`` (a day in the programme's time zone;
+        the latest, should two overlap)."""
         valid = [m for m in self._by_key.values() if m.kind == kind and m.valid_on(day)]
         if not valid:
             raise MethodologyNotFound(f"no {kind} methodology is valid on {day.isoformat()}")
