@@ -39,7 +39,7 @@ from api.settings import Settings
 from domain.methodologies import MethodologyRegistry
 from ledger import Ledger, LogReader, Sealer
 
-API_VERSION = "0.4.0"
+API_VERSION = "0.5.0"
 
 log = logging.getLogger(__name__)
 

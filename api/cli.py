@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import ValidationError
 
 from api.settings import Settings
+from integrations.simulators.command import add_simulate_command, simulate
 from integrations.embedded_postgres import (
     EMBEDDED_DATABASE,
     EmbeddedPostgres,
@@ -261,38 +262,6 @@ def _verify_evidence(path: Path) -> int:
     return 1
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    import os
-    import signal
-
-    from integrations.simulators.partner import run_demo
-
-    # Ctrl-C and SIGTERM stop the simulator cleanly, even when started from a shell that ignores
-    # SIGINT for background jobs (Python then leaves it ignored).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    if args.kind == "exchange":
-        from integrations.simulators.base import serve_until_interrupted
-        from integrations.simulators.exchange import ExchangeSimulator
-
-        serve_until_interrupted(ExchangeSimulator(args.sim_host, args.sim_port))
-        return 0
-    run_demo(
-        args.kind.replace("-", "_"),
-        host=args.sim_host,
-        port=args.sim_port,
-        service_url=args.service_url,
-        operator_token=os.environ.get("CARBON_SIM_OPERATOR_TOKEN"),
-        webhook_secret=os.environ.get("CARBON_SIM_WEBHOOK_SECRET"),
-        client_id=args.client_id,
-        client_secret=os.environ.get("CARBON_SIM_CLIENT_SECRET"),
-        accounts=args.accounts,
-        push_every_s=args.push_every,
-        batch=args.batch,
-    )
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carbon-rewards", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -336,23 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         "signature; exit 1 naming the first thing that does not match",
     )
     exchange_verify.add_argument("file", type=Path)
-    simulate = commands.add_parser(
-        "simulate",
-        help="run a partner simulator (transit, recycling, second-hand) or the carbon exchange's, for demos",
-        description="Serves the partner's side (accounts, link codes, records) until Ctrl-C. The exchange "
-        "simulator takes batches at POST /batches with the bearer token in CARBON_EXCHANGE_TOKEN. With "
-        "CARBON_SIM_OPERATOR_TOKEN (an admin's access token) and --service-url it registers itself as a partner; "
-        "with --push-every it pushes generated records. Secrets come from the environment: "
-        "CARBON_SIM_WEBHOOK_SECRET and CARBON_SIM_CLIENT_SECRET when not registering itself.",
-    )
-    simulate.add_argument("kind", choices=("transit", "recycling", "second-hand", "exchange"))
-    simulate.add_argument("--host", dest="sim_host", default="127.0.0.1")
-    simulate.add_argument("--port", dest="sim_port", type=int, default=0, help="default: any free port")
-    simulate.add_argument("--service-url", help="carbon-rewards base URL, e.g. http://127.0.0.1:8000")
-    simulate.add_argument("--client-id", help="the partner's client id (when not registering itself)")
-    simulate.add_argument("--accounts", type=int, default=3, help="accounts to open at start (default 3)")
-    simulate.add_argument("--push-every", type=float, help="push a batch of generated records every N seconds")
-    simulate.add_argument("--batch", type=int, default=10, help="records per push (default 10)")
+    add_simulate_command(commands)
     return parser
 
 
@@ -381,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "exchange" and args.exchange_command == "verify":
             return _verify_evidence(args.file)
         elif args.command == "simulate":
-            return _simulate(args)
+            return simulate(args)
         elif args.command == "operator" and args.operator_command == "create":
             return asyncio.run(_create_operator(settings, args.username, args.role))
     except KeyboardInterrupt:

@@ -236,3 +236,31 @@ async def test_an_activity_now_is_judged_by_version_2(
     [result] = (await push(api, market, [side(seller_ref, f"T-{uuid.uuid4().hex}", "sold")])).json()["results"]
     assert (result["methodology_id"], result["methodology_version"]) == ("second-hand-trading", 2)
     assert result["grams_co2e"] == PHONE_G
+
+
+# ------------------------------------------------------------------------------------------ simulators
+
+
+@pytest.mark.parametrize("kind", ["transit", "recycling", "second_hand"])
+async def test_simulated_partners_send_creditable_records_unless_asked_to_mix_in_refusals(
+    api: AsyncTestClient, admin: dict[str, str], sms_gateway: Any, kind: str
+) -> None:
+    with PartnerSimulator(kind, seed=11) as honest, PartnerSimulator(kind, seed=12, refusals=0.5) as mixed:
+        outcomes: dict[str, list[tuple[str, str | None]]] = {}
+        for name, sim in (("honest", honest), ("mixed", mixed)):
+            partner = await register_partner(api, admin, sim)
+            resident = bearer(await sign_in_resident(api, sms_gateway))
+            ref = await link_account(api, resident, partner)
+            records = [sim.generate(ref) for _ in range(40)]
+            results = (await push(api, partner, records)).json()["results"]
+            outcomes[name] = [(r["outcome"], r["reason"]) for r in results]
+    assert outcomes["honest"] == [("credited", None)] * 40, outcomes["honest"]
+    refused = [reason for outcome, reason in outcomes["mixed"] if outcome != "credited"]
+    assert 8 <= len(refused) <= 32, outcomes["mixed"]  # about half, of 40
+    assert set(refused) <= {
+        "factor_not_sourced",
+        "forest_credit_excluded",
+        "too_fast",
+        "weight_too_large",
+        "trade_credited_to_giver",
+    }, refused

@@ -79,3 +79,14 @@ def test_simulate_serves_the_exchange_with_its_token_until_interrupted() -> None
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_simulate_refuses_a_share_of_refusals_outside_0_to_1() -> None:
+    for share in ("1.5", "-0.1", "some"):
+        done = subprocess.run(
+            [sys.executable, "-m", "api.cli", "simulate", "transit", "--refusals", share],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2 and "a share from 0 to 1" in done.stderr, done.stderr

@@ -5,7 +5,10 @@ Each is a real HTTP server on 127.0.0.1 that plays the partner's side of the con
 signed requests, and signs batches of generated, realistic records for pushing. Demo-only routes
 stand in for the partner's own app: ``POST /accounts`` opens an account, ``POST
 /accounts/{ref}/link-code`` shows a link code to its holder, ``POST /accounts/{ref}/records`` makes
-the holder act (a trip, a drop-off, a sale) and returns the new record. ``POST /control`` ``{"mode": …}``
+the holder act (a trip, a drop-off, a sale) and returns the new record.
+
+Generated records (``integrations.simulators.records``) are creditable unless ``refusals`` asks for
+a share that is not. ``POST /control`` ``{"mode": …}``
 makes it misbehave for tests and demos: ``down`` (503), ``slow`` (answers after ``slow_s``),
 ``garbage`` (answers that are not JSON). ``late_answers = n`` makes the next n answers to our
 calls come ``slow_s`` after the simulator acted on them, as when an answer is lost on the way.
@@ -25,23 +28,14 @@ from typing import Any
 
 import httpx
 
-from domain.fraud import TransitMode
 from domain.identity import PartnerKind
+from domain.methodologies import MethodologyRegistry
 from domain.signatures import SIGNATURE_HEADER, SignatureExpired, SignatureInvalid, SignatureMissing, sign, verify
 from integrations.simulators.base import SimRequest, SimulatorServer
+from integrations.simulators.records import HISTORY, RecordGenerator
 
 PUSH_PATH = "/v1/partner/actions:batch"
 LINK_CODE_TTL_S = 600
-
-#: Mode mix, distance range (m) and typical speed (km/h) of generated trips.
-_TRIP_MODES: list[tuple[TransitMode, float, tuple[int, int], float]] = [
-    (TransitMode.METRO, 0.5, (2_000, 25_000), 35.0),
-    (TransitMode.BUS, 0.2, (1_000, 12_000), 18.0),
-    (TransitMode.SHARED_BIKE, 0.25, (500, 5_000), 12.0),
-    (TransitMode.WALKING, 0.05, (300, 3_000), 4.5),
-]
-_MATERIALS = [("paper", 0.3), ("plastic", 0.25), ("glass", 0.2), ("metal", 0.1), ("textiles", 0.1), ("e_waste", 0.05)]
-_CATEGORIES = ["clothing", "books", "electronics", "furniture", "appliances", "toys"]
 
 
 @dataclass
@@ -70,6 +64,10 @@ class PartnerSimulator(SimulatorServer):
         host: str = "127.0.0.1",
         port: int = 0,
         seed: int | None = None,
+        *,
+        refusals: float = 0.0,
+        methodologies: MethodologyRegistry | None = None,
+        utc_offset: timedelta = timedelta(hours=8),
     ) -> None:
         super().__init__(host, port)
         self.kind = PartnerKind(kind)
@@ -81,6 +79,9 @@ class PartnerSimulator(SimulatorServer):
         self.calls = 0
         self._rng = random.Random(seed)
         self._prefix = f"{self.kind.value[:2].upper()}-{secrets.token_hex(4)}"
+        self.records = RecordGenerator(
+            self.kind, self._rng, refusals, methodologies or MethodologyRegistry.load(), utc_offset
+        )
         self._counter = 0
         self._accounts: dict[str, _Account] = {}
         self._records: dict[str, dict[str, Any]] = {}
@@ -103,7 +104,7 @@ class PartnerSimulator(SimulatorServer):
         with self._lock:
             self._counter += 1
             ref = ref or f"{self._prefix}-ACC-{self._counter:06d}"
-            start = datetime.now(UTC) - timedelta(days=20) + timedelta(minutes=self._rng.randint(0, 600))
+            start = datetime.now(UTC) - HISTORY + timedelta(minutes=self._rng.randint(0, 600))
             self._accounts.setdefault(ref, _Account(ref, start))
         return ref
 
@@ -122,7 +123,8 @@ class PartnerSimulator(SimulatorServer):
     def generate(self, ref: str | None = None, now: datetime | None = None) -> dict[str, Any]:
         """A new realistic record of this partner's kind (kept, so it can be claimed).
 
-        It belongs to account ``ref``, or to one of the simulator's accounts picked at random.
+        It belongs to account ``ref``, or to one of the simulator's accounts picked at random. It is
+        creditable, except for the ``refusals`` share of records that are not.
         """
         now = now or datetime.now(UTC)
         with self._lock:
@@ -133,48 +135,15 @@ class PartnerSimulator(SimulatorServer):
             external_id = f"{self._prefix}-{self._counter:09d}"
             record = {"external_id": external_id, "account_ref": ref, "kind": self.kind.value}
             if self.kind is PartnerKind.TRANSIT:
-                record |= self._trip(account, now)
+                fields, account.next_trip_at = self.records.trip(account.next_trip_at, now)
+                record |= fields
             elif self.kind is PartnerKind.RECYCLING:
-                record |= self._drop_off(now)
+                record |= self.records.drop_off(now)
             else:
-                record |= self._trade(now)
+                record |= self.records.trade(f"{self._prefix}-TR-{self._counter:09d}", now)
             self._records[external_id] = record
             account.records.append(external_id)
         return record
-
-    def _trip(self, account: _Account, now: datetime) -> dict[str, Any]:
-        mode, _, (low, high), speed = self._rng.choices(_TRIP_MODES, weights=[m[1] for m in _TRIP_MODES])[0]
-        distance = self._rng.randint(low, high)
-        duration = timedelta(seconds=max(60, int(distance / (speed / 3.6) * self._rng.uniform(1.0, 1.4))))
-        started = account.next_trip_at
-        if started + duration > now - timedelta(minutes=1):
-            # Out of history for this account: start again a few weeks back, at a free minute.
-            started = now - timedelta(days=25) + timedelta(seconds=self._rng.randint(0, 86_400))
-        ended = started + duration
-        account.next_trip_at = ended + timedelta(minutes=self._rng.randint(5, 30))
-        return {
-            "mode": mode.value,
-            "started_at": started.isoformat(),
-            "ended_at": ended.isoformat(),
-            "distance_m": distance,
-        }
-
-    def _drop_off(self, now: datetime) -> dict[str, Any]:
-        material = self._rng.choices([m for m, _ in _MATERIALS], weights=[w for _, w in _MATERIALS])[0]
-        return {
-            "station_id": f"SH-ST-{self._rng.randint(1, 500):04d}",
-            "occurred_at": (now - timedelta(seconds=self._rng.randint(60, 20 * 86_400))).isoformat(),
-            "material": material,
-            "weight_g": self._rng.randint(200, 8_000),
-        }
-
-    def _trade(self, now: datetime) -> dict[str, Any]:
-        return {
-            "occurred_at": (now - timedelta(seconds=self._rng.randint(60, 20 * 86_400))).isoformat(),
-            "category": self._rng.choice(_CATEGORIES),
-            "trade": self._rng.choice(["sold", "bought", "donated"]),
-            "quantity": self._rng.randint(1, 3),
-        }
 
     # ---------------------------------------------------------------------------------- pushing
 
@@ -295,13 +264,14 @@ def run_demo(
     accounts: int = 3,
     push_every_s: float | None = None,
     batch: int = 10,
+    refusals: float = 0.0,
 ) -> None:
     """``carbon-rewards simulate``: serve a partner until Ctrl-C, optionally registering it and pushing traffic.
 
     With ``operator_token`` (an admin's) the simulator registers itself at ``service_url`` and uses
     the credentials it gets; otherwise give it ``webhook_secret`` (and the client credentials to push).
     """
-    simulator = PartnerSimulator(kind, host, port)
+    simulator = PartnerSimulator(kind, host, port, refusals=refusals)
     simulator.start()
     client = httpx.Client(base_url=service_url, timeout=10.0) if service_url else None
     try:
