@@ -7,15 +7,18 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
 
+from domain.fraud import CLAIM_WINDOW
 from integrations.simulators.partner import PartnerSimulator
 from tests.helpers import (
     METHODOLOGIES,
+    VERSION_2_STARTS,
     PartnerHandle,
     bearer,
     link_account,
@@ -227,6 +230,26 @@ async def test_a_refused_actions_detail_has_no_provenance(
     [result] = (await push(api, market, [books])).json()["results"]
     detail = (await api.get(f"/v1/me/actions/{result['action_id']}", headers=seller)).json()
     assert detail["action"]["reason"] == "factor_not_sourced" and detail["provenance"] is None
+
+
+@pytest.mark.skipif(
+    datetime.now(UTC) - VERSION_2_STARTS > CLAIM_WINDOW - timedelta(days=1),
+    reason="trips at version 2's start are now older than the service accepts (the domain tests keep the rule)",
+)
+async def test_trips_either_side_of_version_2s_start_are_judged_by_the_version_in_force_when_they_started(
+    api: AsyncTestClient, admin: dict[str, str], sms_gateway: Any
+) -> None:
+    with PartnerSimulator("transit", seed=13) as sim:
+        transit = await register_partner(api, admin, sim)
+        resident = bearer(await sign_in_resident(api, sms_gateway))
+        card = await link_account(api, resident, transit)
+        before = trip(card, VERSION_2_STARTS - timedelta(minutes=10), 15, 10_000)  # ends after the start
+        after = trip(card, VERSION_2_STARTS + timedelta(minutes=20), 15, 10_000)
+        results = (await push(api, transit, [before, after])).json()["results"]
+    assert [(r["outcome"], r["methodology_version"], r["grams_co2e"]) for r in results] == [
+        ("credited", 1, 510),  # 51 g/km
+        ("credited", 2, 460),  # 46 g/km
+    ]
 
 
 async def test_an_activity_now_is_judged_by_version_2(

@@ -98,9 +98,10 @@ def _provenance(action: Action, methodologies: MethodologyRegistry, points_per_k
         return None
     used = Decimal(action.factor)
     earned = points_for(action.grams_co2e, points_per_kg)
-    points_working = f"floor({action.grams_co2e} g × {points_per_kg} points per kg ÷ 1000) = {earned} points" + (
-        f", of which {action.points_withheld} withheld ({action.cap_reason})" if action.points_withheld else ""
-    )
+    unit = "point" if earned == 1 else "points"
+    points_working = f"floor({action.grams_co2e} g × {points_per_kg} points per kg ÷ 1000) = {earned} {unit}"
+    if action.points_withheld:
+        points_working += f", of which {action.points_withheld} withheld ({action.cap_reason})"
     return Provenance(
         methodology,
         factor,
