@@ -122,6 +122,15 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dic
                 headers={"Retry-After": "1"},
             ),
         )
+    if isinstance(exc, RecursionError) and ("deserializing" in str(exc) or "decoding a JSON" in str(exc)):
+        # A body nested past the JSON decoder's recursion limit: malformed input, refused like bad JSON.
+        return problem(
+            request,
+            status=400,
+            code="bad_request",
+            title="Bad request",
+            detail="the body is nested too deeply to be read as JSON",
+        )
     if _unstorable_text(exc):
         # Input that slipped past validation into a query, not a fault of the service: the request's
         # transaction is rolled back like any failed request's, and the client is told what to fix.

@@ -69,7 +69,7 @@ def verify(
     candidates: list[str] = []
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit():
+        if key == "t" and value.isascii() and value.isdigit() and len(value) <= 12:  # "²" is a digit to isdigit
             timestamp = int(value)
         elif key == "v1" and value:
             candidates.append(value.strip().lower())

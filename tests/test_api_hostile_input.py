@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
+from api.app import create_app
 from integrations.simulators.partner import PartnerSimulator
-from tests.helpers import bearer, register_partner, sign_in_operator, sign_in_resident
+from tests.helpers import bearer, identity_settings, register_partner, served, sign_in_operator, sign_in_resident
 
 NUL_TEXT = "x\x00y"
 #: 503 answers that say "retry shortly" (with Retry-After) when a worker is at capacity.
@@ -146,3 +148,42 @@ async def test_the_token_endpoint_refuses_malformed_forms_and_credentials(
     response = await api.post("/v1/auth/token", content=body, headers=headers)
     assert 400 <= response.status_code < 500, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def deeply_nested(levels: int = 1000) -> bytes:
+    return b'{"phone": ' + b"[" * levels + b"]" * levels + b"}"
+
+
+async def test_a_deeply_nested_body_is_a_400_on_every_route_that_reads_json(
+    api: AsyncTestClient, callers: dict[str, Any]
+) -> None:
+    """Nesting past the decoder's recursion limit once escaped as an unauthenticated 500 with a traceback."""
+    spec = (await api.get("/schema/openapi.json")).json()
+    answers = {}
+    for template, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if "application/json" not in (operation.get("requestBody") or {}).get("content", {}):
+                continue
+            url = template.replace("{", "").replace("}", "")  # a path segment of the wrong shape is fine here
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path":
+                    url = template.replace("{" + parameter["name"] + "}", "00000000-0000-0000-0000-000000000000")
+            headers = {**callers[role_for(template)], "Content-Type": "application/json"}
+            response = await api.request(method.upper(), url, content=deeply_nested(), headers=headers)
+            answers[(method, template)] = (response.status_code, response.headers.get("content-type", ""))
+    assert len(answers) > 20
+    wrong = {k: v for k, v in answers.items() if v[0] >= 500 or not v[1].startswith("application/problem+json")}
+    assert not wrong, wrong
+    # Anonymous routes decode before anything else, so their answer is the 400 itself.
+    assert answers[("post", "/v1/auth/otp")][0] == 400
+
+
+async def test_a_signature_time_with_a_digit_that_is_not_ascii_is_a_401(
+    callers: dict[str, Any], database_url: str, sms_gateway: Any, city_idp: Any
+) -> None:
+    """Over a real socket: the byte 0xB2, which the server reads as "²" (header bytes are Latin-1)."""
+    app = create_app(identity_settings(sms_gateway, city_idp), database_url)
+    headers = {**callers["partner"], "Content-Type": "application/json", "X-Carbon-Signature": b"t=179604522\xb2,v1=00"}
+    async with served(app) as url, httpx.AsyncClient(base_url=url) as client:
+        response = await client.post("/v1/partner/actions:batch", content=b'{"records": [{}]}', headers=headers)
+    assert response.status_code == 401 and response.json()["code"] == "signature_invalid", response.text

@@ -37,7 +37,8 @@ def test_signature_window_and_malformed_headers() -> None:
         verify(header, SECRET, 699, "POST", "/p", BODY)  # from the future, beyond the tolerance
     with pytest.raises(SignatureMissing):
         verify(None, SECRET, 1_000, "POST", "/p", BODY)
-    for bad in ("v1=abc", "t=1000", "t=abc,v1=00", "garbage"):
+    # Digits that are not ASCII ("²", "١") once reached int() and failed the request with a 500.
+    for bad in ("v1=abc", "t=1000", "t=abc,v1=00", "garbage", "t=100²,v1=00", "t=١٠٠٠,v1=00", f"t={'9' * 40},v1=00"):
         with pytest.raises(SignatureInvalid):
             verify(bad, SECRET, 1_000, "POST", "/p", BODY)
     # During a secret rotation the sender may send one value per secret: one match is enough.
