@@ -30,6 +30,7 @@ from domain.fraud import (
 )
 from domain.identity import PartnerKind
 from domain.methodologies import MethodologyNotFound, MethodologyRegistry, NotCreditable, Reduction
+from domain.text import id_problem, name_problem
 
 ActionKind = PartnerKind
 
@@ -40,11 +41,6 @@ MAX_BATCH = 1000
 #: The largest integer a record may carry: far beyond every plausibility bound (those refuse with their
 #: own reason codes), and small enough that no reduction or point computed from it overflows storage.
 MAX_RECORD_INTEGER = 1_000_000_000
-#: The characters no identifier or name of a record may contain, as the body of a regular-expression
-#: character class that Python and JSON Schema (ECMA-262) read alike: the C0 controls and DEL. The API
-#: documents the same class, so the two cannot drift.
-CONTROL_CHARACTERS = "\\u0000-\\u001F\\u007F"
-_CONTROL_CHARACTER = re.compile(f"[{CONTROL_CHARACTERS}]")
 #: What the stored copy of a record (JSONB) cannot hold anywhere, in any field: NUL and lone surrogates.
 _UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
 #: How deeply a record's JSON may nest (the documented fields are flat; extra fields are kept as sent).
@@ -138,6 +134,9 @@ class ActionRecord:
 
 
 class FieldType(StrEnum):
+    #: An external identifier (``domain.text``: a small ASCII alphabet).
+    ID = "id"
+    #: A name: any language, nothing invisible (``domain.text``).
     TEXT = "text"
     INTEGER = "integer"
     INSTANT = "instant"
@@ -179,8 +178,9 @@ class RecordField:
             raise InvalidRecord(
                 f"{self.name} must be a non-empty string of at most {self.max_length} characters", field=self.name
             )
-        if _CONTROL_CHARACTER.search(value):
-            raise InvalidRecord(f"{self.name} must not contain control characters", field=self.name)
+        problem = id_problem(value) if self.type is FieldType.ID else name_problem(value)
+        if problem is not None:
+            raise InvalidRecord(f"{self.name} {problem}", field=self.name)
         if self.choices is not None and value.strip() not in self.choices.__members__.values():
             allowed = ", ".join(choice.value for choice in self.choices)
             raise InvalidRecord(f"{self.name} must be one of {allowed}", field=self.name)
@@ -196,8 +196,8 @@ _OCCURRED_AT = RecordField("occurred_at", FieldType.INSTANT, "When the action ha
 
 #: Every record's fields, then each kind's own: the one description of a partner record.
 COMMON_FIELDS = (
-    RecordField("external_id", FieldType.TEXT, "The partner's id of the record (idempotency key)"),
-    RecordField("account_ref", FieldType.TEXT, "The partner account the resident linked"),
+    RecordField("external_id", FieldType.ID, "The partner's id of the record (idempotency key)"),
+    RecordField("account_ref", FieldType.ID, "The partner account the resident linked"),
     _name("kind", "Optional; must be the partner's kind", required=False, choices=PartnerKind),
 )
 RECORD_FIELDS: dict[ActionKind, tuple[RecordField, ...]] = {
@@ -208,7 +208,7 @@ RECORD_FIELDS: dict[ActionKind, tuple[RecordField, ...]] = {
         RecordField("distance_m", FieldType.INTEGER, "Distance travelled in metres, as the partner computes it"),
     ),
     ActionKind.RECYCLING: (
-        RecordField("station_id", FieldType.TEXT, "The sorting station"),
+        RecordField("station_id", FieldType.ID, "The sorting station"),
         _OCCURRED_AT,
         _name("material", "What was dropped off, named as in the methodology's factors"),
         RecordField("weight_g", FieldType.INTEGER, "Weight in grams measured by the station; 0 is refused"),
@@ -219,7 +219,7 @@ RECORD_FIELDS: dict[ActionKind, tuple[RecordField, ...]] = {
         _name("trade", "Which side of the trade the resident was on", choices=SecondHandTrade),
         RecordField(
             "trade_ref",
-            FieldType.TEXT,
+            FieldType.ID,
             "The platform's id of the trade, the same on both sides' records (required from methodology version 2)",
             required=False,
         ),

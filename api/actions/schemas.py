@@ -15,7 +15,6 @@ from api.actions.views import ActionDetail, Impact, Provenance, ResidentBalance
 from api.methodologies import SourceOut
 from domain.actions import (
     COMMON_FIELDS,
-    CONTROL_CHARACTERS,
     MAX_BATCH,
     RECORD_FIELDS,
     ActionKind,
@@ -23,9 +22,11 @@ from domain.actions import (
     RecordField,
 )
 from domain.decision import Decision
+from domain.text import ID_PATTERN, ID_RULE, MAX_ID_LENGTH
 from ledger import Entry
 
-Ref = Annotated[str, Meta(min_length=1, max_length=128)]
+#: A partner's identifier of an account or a record (``domain.text``).
+Ref = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, description=ID_RULE)]
 
 
 class NewLink(Struct):
@@ -285,8 +286,8 @@ _TITLES = {
 }
 
 
-#: A record's identifiers and names hold no control characters (``domain.actions`` refuses them).
-TEXT_PATTERN = f"^[^{CONTROL_CHARACTERS}]+$"
+#: How a record's names are described (``domain.text`` refuses the rest).
+NAME_RULE = "no control, format (bidi, zero-width, BOM) or noncharacter code points"
 
 
 def _field_schema(spec: RecordField) -> Schema:
@@ -296,13 +297,14 @@ def _field_schema(spec: RecordField) -> Schema:
         )
     if spec.type is FieldType.INSTANT:
         return Schema(type=OpenAPIType.STRING, format="date-time", description=spec.description)  # type: ignore[arg-type]
+    identifier = spec.type is FieldType.ID
     return Schema(
         type=OpenAPIType.STRING,
         min_length=1,
         max_length=spec.max_length,
-        pattern=TEXT_PATTERN,
+        pattern=ID_PATTERN if identifier else None,
         enum=[choice.value for choice in spec.choices] if spec.choices is not None else None,
-        description=spec.description,
+        description=f"{spec.description} ({ID_RULE if identifier else NAME_RULE})",
     )
 
 

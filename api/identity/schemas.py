@@ -13,6 +13,7 @@ from api.identity.models import Merchant, Partner
 from api.identity.sessions import SessionInfo, SignedIn
 from api.identity.tokens import IssuedToken
 from domain.identity import PartnerKind
+from domain.text import check_names
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Secret = Annotated[str, Meta(min_length=1, max_length=1024)]
@@ -38,6 +39,9 @@ class IdTokenExchange(Struct):
 class OperatorLogin(Struct):
     username: Annotated[str, Meta(min_length=1, max_length=64)]
     password: Secret
+
+    def __post_init__(self) -> None:
+        check_names(username=self.username)
 
 
 class RefreshRequest(Struct):
@@ -95,11 +99,17 @@ class SessionOut(Struct):
 class NewMerchant(Struct):
     name: Name
 
+    def __post_init__(self) -> None:
+        check_names(name=self.name)
+
 
 class NewPartner(Struct):
     name: Name
     kind: PartnerKind
     api_base_url: Annotated[str, Meta(pattern=r"^https?://[^\s]+$", max_length=500)]
+
+    def __post_init__(self) -> None:
+        check_names(name=self.name, api_base_url=self.api_base_url)
 
 
 class MerchantOut(Struct):

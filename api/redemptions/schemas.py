@@ -10,6 +10,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 from api.redemptions.models import Offer, Redemption
 from domain.redemptions import qr_payload
+from domain.text import check_names
 
 Instant = Annotated[datetime, Meta(tz=True)]
 Title = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -30,6 +31,9 @@ class NewOffer(Struct, forbid_unknown_fields=True):
     valid_until: Instant | None = None
     status: OfferState = "active"
 
+    def __post_init__(self) -> None:
+        check_names(title=self.title)
+
 
 class OfferChange(Struct, forbid_unknown_fields=True):
     """Only the fields given change; ``null`` makes the stock unlimited, or removes the limit or the end."""
@@ -42,6 +46,9 @@ class OfferChange(Struct, forbid_unknown_fields=True):
     valid_from: Instant | UnsetType = UNSET
     valid_until: Instant | None | UnsetType = UNSET
     status: OfferState | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        check_names(title=self.title if isinstance(self.title, str) else None)
 
 
 class OfferOut(Struct):
