@@ -82,11 +82,6 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
         app.state.log_reader = LogReader(ledger.pool, settings.ledger_log_origin, long_reads=settings.long_reads)
         engine = app.state.engine = open_engine(settings, database_url)
         http = httpx.AsyncClient(timeout=settings.http_timeout_s, follow_redirects=False)
-        partner_http = httpx.AsyncClient(
-            timeout=settings.partner_timeout_s,
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
-        )
         webhook_http = httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False)
         exchange_http = httpx.AsyncClient(timeout=settings.exchange_timeout_s, follow_redirects=False)
         try:
@@ -94,7 +89,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             app.state.identity = await identity.open_identity(settings, app.state.sessionmaker, http)
             app.state.tokens = app.state.identity.tokens
             secret = app.state.identity.secret
-            app.state.actions = actions.open_actions(settings, methodologies, secret, partner_http)
+            app.state.actions = actions.open_actions(settings, methodologies, secret)
             app.state.redemptions = redemptions.open_redemptions(settings, secret)
             app.state.webhooks = webhooks.open_webhooks(settings, secret)
             app.state.exchange = exchange.open_exchange(secret)
@@ -117,10 +112,10 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
                 for task in reversed(background):
                     await task.stop()
                 await jobs_runner.close()
+                await app.state.actions.partners.aclose()
         finally:
             await exchange_http.aclose()
             await webhook_http.aclose()
-            await partner_http.aclose()
             await http.aclose()
             await engine.dispose()
             await ledger.close()

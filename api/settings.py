@@ -172,7 +172,21 @@ class Settings(BaseSettings):
     signature_tolerance_s: int = Field(
         default=300, ge=1, le=3600, description="How far a signed request's time may be from ours."
     )
-    partner_timeout_s: float = Field(default=3.0, gt=0, description="Timeout of one call to a partner.")
+    partner_timeout_s: float = Field(
+        default=3.0, gt=0, description="Connect, read and write timeout of one attempt of a call to a partner."
+    )
+    partner_deadline_s: float = Field(
+        default=10.0, gt=0, description="Most time one call to a partner may take, every attempt included."
+    )
+    partner_connections: int = Field(
+        default=16, ge=1, le=1000, description="Connections to one partner at once (its bulkhead)."
+    )
+    partner_max_response_bytes: int = Field(
+        default=1_000_000, ge=1024, description="Largest answer accepted from a partner (larger: 502)."
+    )
+    partner_max_response_depth: int = Field(
+        default=32, ge=2, le=1000, description="Deepest nesting accepted in a partner's answer (deeper: 502)."
+    )
     partner_attempts: int = Field(default=3, ge=1, le=10, description="Tries per partner call (with backoff).")
     partner_backoff_s: float = Field(default=0.2, ge=0, description="First backoff between tries; doubles.")
     partner_breaker_threshold: int = Field(

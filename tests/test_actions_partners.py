@@ -18,7 +18,7 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from domain.signatures import SIGNATURE_HEADER, sign
-from integrations.partners import PartnerEndpoint, PartnerGateway, PartnerUnavailable, RetryPolicy
+from integrations.partners import PartnerEndpoint, PartnerGateway, PartnerLimits, PartnerUnavailable, RetryPolicy
 from integrations.simulators.partner import PartnerSimulator
 from tests.helpers import (
     PartnerHandle,
@@ -99,12 +99,14 @@ async def test_a_verification_whose_answer_was_lost_is_retried_and_confirmed() -
         code = simulator.link_code(ref)
         simulator.slow_s = 600.0
         simulator.late_answers = 1
-        async with httpx.AsyncClient(timeout=5) as http:
-            gateway = PartnerGateway(http, policy)
+        gateway = PartnerGateway(policy, PartnerLimits(timeout_s=5, deadline_s=60))
+        try:
             assert await gateway.verify_account(endpoint, ref, code, request_id=uuid.uuid4()) is True
             assert simulator.late_answers == 0 and simulator.calls >= 2, "the first answer should have come too late"
             # Another verification (a new link attempt) cannot reuse the code the first one used up.
             assert await gateway.verify_account(endpoint, ref, code, request_id=uuid.uuid4()) is False
+        finally:
+            await gateway.aclose()
 
 
 def test_the_partner_answers_a_repeated_verification_alike_and_refuses_another_use() -> None:
@@ -184,8 +186,8 @@ async def test_repeated_failures_open_the_circuit_and_it_closes_after_the_cooldo
         simulator.secret = "whsec_test"
         endpoint = PartnerEndpoint(uuid.uuid4(), simulator.url, "whsec_test")
         record = simulator.add_record(trip(simulator.open_account(), yesterday_at(13), 20, 6_000))
-        async with httpx.AsyncClient(timeout=30) as http:
-            gateway = PartnerGateway(http, policy, clock=lambda: now)
+        gateway = PartnerGateway(policy, PartnerLimits(timeout_s=30, deadline_s=120), clock=lambda: now)
+        try:
             simulator.mode = "down"
             for _ in range(3):  # the threshold
                 with pytest.raises(PartnerUnavailable) as failed:
@@ -201,6 +203,8 @@ async def test_repeated_failures_open_the_circuit_and_it_closes_after_the_cooldo
             now += 1.0  # the cooldown has passed: one trial call, which succeeds and closes the circuit
             assert await gateway.fetch_record(endpoint, record["external_id"]) == record
             assert await gateway.fetch_record(endpoint, record["external_id"]) == record
+        finally:
+            await gateway.aclose()
 
 
 async def test_claims_only_reach_records_of_the_residents_own_linked_accounts(

@@ -8,7 +8,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.actions.errors import PartnerNotFound
@@ -18,7 +17,7 @@ from api.settings import Settings
 from domain.decision import Rules
 from domain.fraud import AnomalyRule
 from domain.methodologies import MethodologyRegistry
-from integrations.partners import PartnerEndpoint, PartnerGateway, RetryPolicy
+from integrations.partners import PartnerEndpoint, PartnerGateway, PartnerLimits, RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -43,10 +42,9 @@ async def get_partner(session: AsyncSession, partner_id: uuid.UUID) -> Partner:
     return partner
 
 
-def open_actions(
-    settings: Settings, methodologies: MethodologyRegistry, secret: ServerSecret, http: httpx.AsyncClient
-) -> ActionsRuntime:
-    """Methodologies, conversion rate, caps, anomaly and signature rules, and the partner client."""
+def open_actions(settings: Settings, methodologies: MethodologyRegistry, secret: ServerSecret) -> ActionsRuntime:
+    """Methodologies, conversion rate, caps, anomaly and signature rules, and the partner client (close it
+    with ``partners.aclose()``)."""
     return ActionsRuntime(
         rules=Rules(
             methodologies=methodologies,
@@ -58,12 +56,18 @@ def open_actions(
         ),
         signature_tolerance_s=settings.signature_tolerance_s,
         partners=PartnerGateway(
-            http,
             RetryPolicy(
                 attempts=settings.partner_attempts,
                 backoff_s=settings.partner_backoff_s,
                 breaker_threshold=settings.partner_breaker_threshold,
                 breaker_cooldown_s=settings.partner_breaker_cooldown_s,
+            ),
+            PartnerLimits(
+                timeout_s=settings.partner_timeout_s,
+                deadline_s=settings.partner_deadline_s,
+                connections=settings.partner_connections,
+                max_response_bytes=settings.partner_max_response_bytes,
+                max_response_depth=settings.partner_max_response_depth,
             ),
         ),
         secret=secret,

@@ -30,6 +30,14 @@ class SimRequest:
     body: bytes
 
 
+@dataclass(frozen=True)
+class Dripped:
+    """An answer sent one byte every ``every_s`` seconds (a partner that keeps a call open for long)."""
+
+    payload: Any
+    every_s: float
+
+
 #: A pattern route's handler: request -> (status, JSON body, or bytes sent as they are); a status of
 #: None closes the connection with no answer at all (an answer lost on the way).
 PatternHandler = Callable[[SimRequest], tuple[int | None, Any]]
@@ -111,6 +119,8 @@ class SimulatorServer:
                 self._reply(status, payload)
 
             def _reply(self, status: int, payload: Any) -> None:
+                drip = payload.every_s if isinstance(payload, Dripped) else None
+                payload = payload.payload if isinstance(payload, Dripped) else payload
                 raw_bytes = isinstance(payload, bytes)
                 data = payload if raw_bytes else json.dumps(payload).encode()
                 self.send_response(status)
@@ -118,7 +128,14 @@ class SimulatorServer:
                 self.send_header("Content-Length", str(len(data)))
                 try:
                     self.end_headers()
-                    self.wfile.write(data)
+                    if drip is None:
+                        self.wfile.write(data)
+                        return
+                    for index in range(len(data)):
+                        self.wfile.write(data[index : index + 1])
+                        self.wfile.flush()
+                        if simulator.stopping.wait(drip):
+                            return
                 except (BrokenPipeError, ConnectionResetError):
                     return  # the caller gave up (a timeout): nothing to answer
 

@@ -10,7 +10,8 @@ the holder act (a trip, a drop-off, a sale) and returns the new record.
 Generated records (``integrations.simulators.records``) are creditable unless ``refusals`` asks for
 a share that is not. ``POST /control`` ``{"mode": …}``
 makes it misbehave for tests and demos: ``down`` (503), ``slow`` (answers after ``slow_s``),
-``garbage`` (answers that are not JSON). ``late_answers = n`` makes the next n answers to our
+``garbage`` (answers that are not JSON), ``drip`` (answers one byte every ``slow_s``), ``huge`` (a
+record of about 2 MB), ``deep`` (a record nested 100,000 levels deep). ``late_answers = n`` makes the next n answers to our
 calls come ``slow_s`` after the simulator acted on them, as when an answer is lost on the way.
 A slow answer still pending when the simulator stops is sent at once.
 """
@@ -31,10 +32,12 @@ import httpx
 from domain.identity import PartnerKind
 from domain.methodologies import MethodologyRegistry
 from domain.signatures import SIGNATURE_HEADER, SignatureExpired, SignatureInvalid, SignatureMissing, sign, verify
-from integrations.simulators.base import SimRequest, SimulatorServer
+from integrations.simulators.base import Dripped, SimRequest, SimulatorServer
 from integrations.simulators.records import HISTORY, RecordGenerator
 
 PUSH_PATH = "/v1/partner/actions:batch"
+#: How the simulator may misbehave (``POST /control``).
+MODES = ("ok", "down", "slow", "garbage", "drip", "huge", "deep")
 LINK_CODE_TTL_S = 600
 
 
@@ -172,6 +175,10 @@ class PartnerSimulator(SimulatorServer):
             self.stopping.wait(self.slow_s)
         if self.mode == "garbage":
             return 200, b"<html>upstream error</html>"
+        if self.mode == "huge":
+            return 200, {"external_id": "huge", "padding": "x" * 2_000_000}
+        if self.mode == "deep":
+            return 200, b'{"external_id": "deep", "route": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
         return None
 
     def _check_signature(self, request: SimRequest) -> tuple[int, Any] | None:
@@ -201,7 +208,8 @@ class PartnerSimulator(SimulatorServer):
             )
             if verified:
                 shown.used_by = request_id
-        return self._answer(200, {"account_ref": ref, "verified": verified})
+        answer = {"account_ref": ref, "verified": verified}
+        return (200, Dripped(answer, self.slow_s)) if self.mode == "drip" else self._answer(200, answer)
 
     def _record(self, request: SimRequest) -> tuple[int, Any]:
         if (failure := self._misbehave() or self._check_signature(request)) is not None:
@@ -210,6 +218,8 @@ class PartnerSimulator(SimulatorServer):
             record = self._records.get(request.params["external_id"])
         if record is None:
             return self._answer(404, {"error": "no such record"})
+        if self.mode == "drip":
+            return 200, Dripped(record, self.slow_s)
         return self._answer(200, record)
 
     def _answer(self, status: int, body: Any) -> tuple[int, Any]:
@@ -236,8 +246,8 @@ class PartnerSimulator(SimulatorServer):
 
     def _control(self, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
         mode = body.get("mode") if isinstance(body, dict) else None
-        if mode not in ("ok", "down", "slow", "garbage"):
-            return 400, {"error": "mode must be ok, down, slow or garbage"}
+        if mode not in MODES:
+            return 400, {"error": f"mode must be one of {', '.join(MODES)}"}
         self.mode = mode
         return 200, {"mode": mode}
 
