@@ -44,6 +44,7 @@ class Retention:
             settings.login_rate_window_s,
             settings.client_auth_window_s,
             settings.capture_failure_window_s,
+            settings.link_window_s,
         )
         return cls(
             # A window is consulted only while it is the current one.

@@ -175,6 +175,13 @@ class Settings(BaseSettings):
     partner_timeout_s: float = Field(
         default=3.0, gt=0, description="Connect, read and write timeout of one attempt of a call to a partner."
     )
+    link_failures_per_resident: int = Field(
+        default=5, ge=1, description="Wrong link codes one resident may send per window before 429."
+    )
+    link_failures_per_account: int = Field(
+        default=5, ge=1, description="Wrong link codes for one partner account per window, from anyone, before 429."
+    )
+    link_window_s: int = Field(default=900, ge=1, description="The window of the link-code limits, in seconds.")
     partner_deadline_s: float = Field(
         default=10.0, gt=0, description="Most time one call to a partner may take, every attempt included."
     )

@@ -288,3 +288,35 @@ async def test_a_request_waiting_on_a_slow_partner_holds_no_database_connection(
             assert answered.status_code in (200, 201), answered.text
             if waiting == "claim":
                 assert answered.json()["outcome"] == "credited"
+
+
+async def test_link_codes_cannot_be_guessed_and_a_wrong_one_does_not_tell_the_accounts_state(
+    api: AsyncTestClient, partner: PartnerHandle, sms_gateway: Any
+) -> None:
+    """Once 600 wrong codes were answered in 29 s, and a wrong code answered 409 for a linked account."""
+    owner = bearer(await sign_in_resident(api, sms_gateway))
+    linked_ref = await link_account(api, owner, partner)
+    free_ref = partner.simulator.open_account()
+    guesser = bearer(await sign_in_resident(api, sms_gateway))
+    answers = [await _link(api, guesser, partner, ref, "000000") for ref in (linked_ref, free_ref)]
+    assert [(a.status_code, a.json()["code"]) for a in answers] == [(422, "link_not_verified")] * 2
+    assert answers[0].json()["detail"] == answers[1].json()["detail"]
+    for _ in range(3):  # five wrong codes from this resident in all
+        assert (await _link(api, guesser, partner, free_ref, "000001")).status_code == 422
+    calls = partner.simulator.calls
+    refused = await _link(api, guesser, partner, free_ref, partner.simulator.link_code(free_ref))
+    assert refused.status_code == 429 and refused.json()["code"] == "rate_limited", refused.text
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert partner.simulator.calls == calls  # refused before the partner is asked
+
+    # The account too: five wrong codes for it, from several residents, and it is refused to anyone for now.
+    target = partner.simulator.open_account()
+    for _ in range(5):
+        someone = bearer(await sign_in_resident(api, sms_gateway))
+        assert (await _link(api, someone, partner, target, "999999")).status_code == 422
+    holder = bearer(await sign_in_resident(api, sms_gateway))
+    blocked = await _link(api, holder, partner, target, partner.simulator.link_code(target))
+    assert blocked.status_code == 429 and blocked.json()["code"] == "rate_limited"
+    # Others and the owner's own link are untouched.
+    assert (await _link(api, owner, partner, linked_ref, "anything")).status_code == 200
+    assert (await link_account(api, holder, partner)) is not None

@@ -23,6 +23,7 @@ class AccountAlreadyLinked(Conflict):
 class LinkNotVerified(InvalidInput):
     code = "link_not_verified"
     title = "The partner did not confirm the link code for this account"
+    keeps_writes = True  # the failed attempt is counted (``links.link_account``)
 
 
 class NotLinkedAtPartner(InvalidInput):

@@ -21,11 +21,21 @@ from integrations.partners import PartnerEndpoint, PartnerGateway, PartnerLimits
 
 
 @dataclass(frozen=True)
+class LinkLimits:
+    """Wrong link codes allowed per window, per resident and per partner account, before ``429``."""
+
+    per_resident: int
+    per_account: int
+    window_s: int
+
+
+@dataclass(frozen=True)
 class ActionsRuntime:
     rules: Rules
     signature_tolerance_s: int
     partners: PartnerGateway
     secret: ServerSecret
+    link_limits: LinkLimits
 
     def webhook_secret(self, partner: Partner) -> str:
         return self.secret.unseal(partner.webhook_secret_sealed)
@@ -71,4 +81,7 @@ def open_actions(settings: Settings, methodologies: MethodologyRegistry, secret:
             ),
         ),
         secret=secret,
+        link_limits=LinkLimits(
+            settings.link_failures_per_resident, settings.link_failures_per_account, settings.link_window_s
+        ),
     )
