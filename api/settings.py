@@ -131,16 +131,31 @@ class Settings(BaseSettings):
     otp_limit_per_phone: int = Field(default=5, ge=1, description="Codes sent to one phone per rate window.")
     otp_limit_per_ip: int = Field(default=30, ge=1, description="Codes requested from one client IP per window.")
     otp_rate_window_s: int = Field(default=3600, ge=1, description="Window of the one-time code limits.")
-    login_limit_per_username: int = Field(default=10, ge=1, description="Operator logins per username per window.")
-    login_limit_per_ip: int = Field(default=100, ge=1, description="Operator logins per client IP per window.")
+    login_limit_per_username: int = Field(
+        default=10,
+        ge=1,
+        description="Failed operator logins per username from one client address per window (then 429).",
+    )
+    login_limit_per_ip: int = Field(
+        default=100, ge=1, description="Failed operator logins from one client address per window, any username."
+    )
+    login_slow_after: int = Field(
+        default=10, ge=1, description="Failed logins of a username from anywhere after which its logins are delayed."
+    )
     login_rate_window_s: int = Field(default=900, ge=1, description="Window of the login limits.")
     client_auth_failures_per_client: int = Field(
-        default=10, ge=1, description="Wrong client secrets accepted per client id per window before it is refused."
+        default=10, ge=1, description="Wrong secrets per client id from one client address per window (then 429)."
     )
     client_auth_failures_per_ip: int = Field(
         default=100, ge=1, description="Failed client-credentials grants per client IP per window."
     )
+    client_auth_slow_after: int = Field(
+        default=10, ge=1, description="Wrong secrets of a client id from anywhere after which its grants are delayed."
+    )
     client_auth_window_s: int = Field(default=900, ge=1, description="Window of the client-credentials limits.")
+    auth_max_delay_s: float = Field(
+        default=3.0, ge=0, le=30, description="Longest delay of a login or grant at an account being guessed."
+    )
     otp_retention_s: int = Field(
         default=86400, ge=0, description="How long a one-time code (and its phone hash) is kept after it expired."
     )

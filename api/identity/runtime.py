@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.identity import signing_keys
 from api.identity.tokens import AccessTokens, TokenSigningKey
 from api.keys import ServerSecret, server_secret_seed, token_signing_seed
+from api.rate_limits import SecretGuard
 from api.settings import Settings
 from integrations.idp import CityIdentityProvider, IdTokenVerifier, NoIdentityProviderConfigured
 from integrations.sms import HttpSmsGateway, LoggingSms, NoSmsConfigured, SmsSender
@@ -36,12 +37,9 @@ class RateLimits:
     otp_per_phone: int
     otp_per_ip: int
     otp_window_s: int
-    login_per_username: int
-    login_per_ip: int
-    login_window_s: int
-    client_failures_per_client: int
-    client_failures_per_ip: int
-    client_window_s: int
+    #: Guessing operators' passwords (by username) and clients' secrets (by client id).
+    login: SecretGuard
+    client: SecretGuard
 
 
 @dataclass
@@ -118,12 +116,20 @@ async def open_identity(
             otp_per_phone=settings.otp_limit_per_phone,
             otp_per_ip=settings.otp_limit_per_ip,
             otp_window_s=settings.otp_rate_window_s,
-            login_per_username=settings.login_limit_per_username,
-            login_per_ip=settings.login_limit_per_ip,
-            login_window_s=settings.login_rate_window_s,
-            client_failures_per_client=settings.client_auth_failures_per_client,
-            client_failures_per_ip=settings.client_auth_failures_per_ip,
-            client_window_s=settings.client_auth_window_s,
+            login=SecretGuard(
+                per_account_and_address=settings.login_limit_per_username,
+                per_address=settings.login_limit_per_ip,
+                slow_after=settings.login_slow_after,
+                window_s=settings.login_rate_window_s,
+                max_delay_s=settings.auth_max_delay_s,
+            ),
+            client=SecretGuard(
+                per_account_and_address=settings.client_auth_failures_per_client,
+                per_address=settings.client_auth_failures_per_ip,
+                slow_after=settings.client_auth_slow_after,
+                window_s=settings.client_auth_window_s,
+                max_delay_s=settings.auth_max_delay_s,
+            ),
         ),
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s),
     )

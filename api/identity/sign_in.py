@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.identity.models import ApiClient, Operator, OtpChallenge, Resident
 from api.identity.runtime import IdentityRuntime
-from api.rate_limits import count_hit, hit_rate_limit, refuse_after_failures
+from api.database import lookup_session
+from api.rate_limits import hit_rate_limit
 from api.identity.sessions import SignedIn, start_session
 from api.identity.tokens import IssuedToken
 from api.request_meta import RequestMeta
@@ -139,16 +140,12 @@ async def client_credentials(
     Failed attempts are counted per client id and per client IP; past the limit the grant is refused
     before any secret is hashed, which bounds both guessing and the CPU an attacker can make us spend.
     """
-    now = _now()
-    limits = rt.limits
-    buckets = [(f"client:id:{client_id[:64]}", limits.client_failures_per_client)]
-    if meta.client_ip:
-        buckets.append((f"client:ip:{meta.client_ip}", limits.client_failures_per_ip))
-    await refuse_after_failures(session, buckets, limits.client_window_s, now)
+    now, guard, account = _now(), rt.limits.client, client_id[:64]
+    async with lookup_session(session) as lookup:
+        await guard.before_attempt(lookup, "client", account, meta.client_ip, now)
     client = await session.get(ApiClient, client_id) if client_id else None
     if not await _verify_secret(rt, client.secret_hash if client else None, client_secret) or client is None:
-        for bucket, _ in buckets:
-            await count_hit(session, bucket, limits.client_window_s, now)
+        await guard.failed(session, "client", account, meta.client_ip, now)
         raise InvalidCredentials("unknown client or wrong secret", error="invalid_client")
     return rt.tokens.issue(client.owner_id, Role(client.role), now)
 
@@ -156,16 +153,13 @@ async def client_credentials(
 async def operator_login(
     session: AsyncSession, rt: IdentityRuntime, username: str, password: str, meta: RequestMeta
 ) -> SignedIn:
-    now = _now()
-    limits = rt.limits
-    await hit_rate_limit(
-        session, f"login:user:{username.lower()[:64]}", limits.login_per_username, limits.login_window_s, now
-    )
-    if meta.client_ip:
-        await hit_rate_limit(session, f"login:ip:{meta.client_ip}", limits.login_per_ip, limits.login_window_s, now)
+    now, guard, account = _now(), rt.limits.login, username.lower()[:64]
+    async with lookup_session(session) as lookup:
+        await guard.before_attempt(lookup, "login", account, meta.client_ip, now)
     operator = (
         await session.execute(select(Operator).where(Operator.username == username))  # type: ignore[arg-type]
     ).scalar_one_or_none()
     if not await _verify_secret(rt, operator.password_hash if operator else None, password) or operator is None:
+        await guard.failed(session, "login", account, meta.client_ip, now)
         raise InvalidCredentials("wrong username or password")
     return await start_session(session, rt, operator.id, Role(operator.role), meta, now)
