@@ -37,7 +37,7 @@ from api.methodologies import MethodologyController
 from api.request_meta import request_meta_provider
 from api.settings import Settings
 from domain.methodologies import MethodologyRegistry
-from ledger import Ledger, LogReader, Sealer
+from ledger import DatabaseOutage, Ledger, LogReader, Sealer, use_outage
 
 API_VERSION = "0.5.0"
 
@@ -62,6 +62,9 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # This service's database outages, logged once each; the tasks started from here inherit it.
+        app.state.outage = DatabaseOutage()
+        use_outage(app.state.outage)
         ledger = await Ledger.open(
             database_url,
             role=settings.db_app_role,

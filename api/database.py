@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 from api.settings import Settings
 from domain.errors import CarbonRewardsError, ServiceUnavailable
+from ledger import current_outage
 from integrations.embedded_postgres import (
     EMBEDDED_DATABASE,
     EmbeddedPostgres,
@@ -37,6 +38,13 @@ from integrations.embedded_postgres import (
 )
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database cannot be reached (stopped, restarting, unreachable): retry shortly."""
+
+    code = "database_unavailable"
+    title = "The database is unavailable; retry shortly"
 
 
 class DatabaseBusy(ServiceUnavailable):
@@ -91,6 +99,7 @@ async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
             raise
         else:
             await session.commit()
+            (getattr(state, "outage", None) or current_outage()).recovered()
 
 
 async def raw_connection(session: AsyncSession) -> asyncpg.Connection:

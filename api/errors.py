@@ -15,8 +15,9 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from api.database import DatabaseBusy
+from api.database import DatabaseBusy, DatabaseUnavailable
 from domain.errors import CarbonRewardsError, ErrorKind, InvalidInput
+from ledger import current_outage, database_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,15 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dic
             title="Bad request",
             detail="the body is nested too deeply to be read as JSON",
         )
+    if database_unreachable(exc):
+        outage = getattr(request.app.state, "outage", None) or current_outage()
+        outage.failed(exc, "requests")  # logged once per outage, without a traceback
+        unavailable = DatabaseUnavailable("the database cannot be reached at the moment; retry shortly")
+        response = problem(
+            request, status=503, code=unavailable.code, title=unavailable.title, detail=unavailable.detail
+        )
+        response.headers["Retry-After"] = "5"
+        return response
     if _unstorable_text(exc):
         # Input that slipped past validation into a query, not a fault of the service: the request's
         # transaction is rolled back like any failed request's, and the client is told what to fix.

@@ -25,6 +25,7 @@ from ledger.accounts import (
 )
 from ledger.account_store import lookup_accounts as find_accounts
 from ledger.audit import export_lines, verify_database
+from ledger.availability import DatabaseOutage, current_outage, database_unreachable, use_outage
 from ledger.balances import get_balances
 from ledger.checkpoint import Checkpoint, PublicKey, Signer, timestamp_millis
 from ledger.checkpoint import verify_signature as verify_checkpoint_signature
@@ -84,6 +85,10 @@ from ledger.verify import (
 )
 
 __all__ = [
+    "DatabaseOutage",
+    "current_outage",
+    "database_unreachable",
+    "use_outage",
     "CARBON_POOL",
     "EXCHANGE",
     "ISSUANCE_POINTS",

@@ -2,7 +2,8 @@
 
 Each repeats a round for the life of the process. A round that reports more work waiting runs again
 at once; otherwise the loop pauses ``interval_s``. A round that raises is logged and retried after the
-pause, since a database restart or a dropped connection must not end the loop until the next deploy.
+pause, since a database restart or a dropped connection must not end the loop until the next deploy;
+an unreachable database is logged once per outage (``ledger.availability``), not once per round.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+
+from ledger.availability import current_outage, database_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +46,13 @@ class PeriodicTask:
         while True:
             try:
                 more = await self.run_round()
-            except Exception:  # noqa: BLE001 - the loop must outlive a failed round
-                log.exception("%s: round failed; retrying in %.1f s", self.name, self.interval_s)
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a failed round
+                if database_unreachable(exc):
+                    current_outage().failed(exc, self.name)  # logged once per outage, without a traceback
+                else:
+                    log.exception("%s: round failed; retrying in %.1f s", self.name, self.interval_s)
                 more = False
+            else:
+                current_outage().recovered()
             if not more:
                 await asyncio.sleep(self.interval_s)

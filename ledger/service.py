@@ -23,6 +23,7 @@ from uuid import UUID
 import asyncpg
 
 from ledger import account_store, balances, store
+from ledger.availability import quiet_outage_logs
 from ledger.errors import LedgerClosed, LedgerConflict
 from ledger.models import BALANCE_SLOTS
 from ledger.periodic import PeriodicTask
@@ -114,6 +115,7 @@ class Ledger:
         # relation cache, which is slow when a whole pool does it at once.
         warm = await asyncpg.connect(dsn, server_settings=server_settings)
         await warm.close()
+        quiet_outage_logs()
         pool = await asyncpg.create_pool(
             dsn,
             min_size=min(2, pool_size),

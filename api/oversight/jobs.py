@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.audit_log import Actor
 from api.oversight.models import Job
 from domain.errors import NotFound
+from ledger import current_outage, database_unreachable
 from ledger import LogReader, LongRead, VerifyReport
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class JobRunner:
         self.sessionmaker = sessionmaker
         self.log_reader = log_reader
         self._tasks: set[asyncio.Task[None]] = set()
+        self._outage = current_outage()  # the service's, current while it starts
 
     @staticmethod
     async def _mark_interrupted(session: AsyncSession) -> None:
@@ -125,6 +127,10 @@ class JobRunner:
                 await asyncio.shield(self._set(job_id, status="interrupted", finished_at=datetime.now(UTC)))
             raise
         except Exception as exc:  # noqa: BLE001 - the job records why it failed; the worker goes on
+            if database_unreachable(exc):
+                # Logged once per outage; the job cannot be marked now, and is marked interrupted when read.
+                self._outage.failed(exc, f"job {job_id}")
+                return
             log.exception("job %s failed", job_id)
             await self._set(
                 job_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:500], finished_at=datetime.now(UTC)
