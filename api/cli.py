@@ -162,10 +162,16 @@ async def _on_database(settings: Settings, work: Callable[[asyncpg.Connection], 
 
 
 async def _verify_database(settings: Settings) -> int:
+    from api.actions.audit import check_credits_match_actions
     from ledger import verify_database
 
-    report = await _on_database(settings, lambda conn: verify_database(conn, settings.ledger_log_origin))
-    return _print_report(report, "leaf, checkpoint root, signature and balance")
+    async def verify(conn: asyncpg.Connection) -> VerifyReport:
+        report = await verify_database(conn, settings.ledger_log_origin)
+        await check_credits_match_actions(conn, report)
+        return report
+
+    report = await _on_database(settings, verify)
+    return _print_report(report, "leaf, checkpoint root, signature, balance and action credit")
 
 
 def _verify_export(path: Path) -> int:

@@ -47,6 +47,7 @@ from ledger.inspection import (
     accounts_of,
     balance_at,
     find_transfers,
+    references_with_code,
     running_statement,
     sealed_transfers,
 )
@@ -85,6 +86,7 @@ from ledger.verify import (
 )
 
 __all__ = [
+    "references_with_code",
     "DatabaseOutage",
     "current_outage",
     "database_unreachable",

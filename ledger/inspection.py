@@ -10,7 +10,7 @@ Balances and statements are about time instead: they follow the transfers' times
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
@@ -193,3 +193,11 @@ async def running_statement(
                 bump_balance(balance, index, delta)
         entries.append(RunningEntry(transfer, r["position"], Balance(*balance.as_tuple())))
     return entries
+
+
+async def references_with_code(conn: asyncpg.Connection, code: str) -> AsyncIterator[str]:
+    """Every distinct ``reference`` of the transfers with ``code``, in order (for cross-checks against the
+    records that caused them; run inside the caller's snapshot)."""
+    statement = "SELECT DISTINCT reference FROM ledger_transfers WHERE code = $1 AND reference IS NOT NULL ORDER BY 1"
+    async for row in conn.cursor(statement, code, prefetch=2000):
+        yield row["reference"]

@@ -171,3 +171,43 @@ async def test_export_verifies_offline_and_a_doctored_export_does_not(
 
     export.write_text("not json\n")
     assert (await run_cli(capsys, "ledger", "verify", "--export", str(export)))[0] == 2
+
+
+async def test_actions_marked_credited_without_transfers_and_credits_without_actions_are_found(
+    sealed_database: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ten actions marked credited with no transfers behind them once passed verify."""
+    forged = sorted(uuid.uuid4() for _ in range(10))
+    await sealed_database.executemany(
+        """
+        INSERT INTO actions (id, partner_id, external_id, resident_id, account_ref, kind, category, quantity,
+            occurred_at, local_day, status, grams_co2e, points, source, record)
+        VALUES ($1, $2, $3, $2, 'CARD-1', 'transit', 'metro', 10000, now(), current_date, 'credited', 510, 5,
+            'push', '{}')
+        """,
+        [(action_id, uuid.uuid4(), f"forged-{action_id}") for action_id in forged],
+    )
+    try:
+        status, out = await run_cli(capsys, "ledger", "verify")
+        assert status == 1, out
+        assert f"credited_action_without_transfers: action {forged[0]} is marked credited" in out
+        assert "first of 10 credited actions without transfers and 0 credits without actions" in out
+    finally:
+        await sealed_database.execute("DELETE FROM actions WHERE id = ANY($1::uuid[])", forged)
+    assert (await run_cli(capsys, "ledger", "verify"))[0] == 0
+
+    # The other way round: a credit that names an action nobody decided.
+    orphan = await sealed_database.fetchval(
+        "SELECT id FROM ledger_transfers WHERE code = 'action_credit' ORDER BY id LIMIT 1"
+    )
+    await sealed_database.execute(UNLOCK)
+    try:
+        await sealed_database.execute(
+            "UPDATE ledger_transfers SET reference = 'action:' || $1::text WHERE id = $2", str(forged[0]), orphan
+        )
+        status, out = await run_cli(capsys, "ledger", "verify")
+        assert status == 1 and f"credit_without_action: an action_credit transfer names action {forged[0]}" in out
+    finally:
+        await sealed_database.execute("UPDATE ledger_transfers SET reference = NULL WHERE id = $1", orphan)
+        await sealed_database.execute(RELOCK)
+    assert (await run_cli(capsys, "ledger", "verify"))[0] == 0
