@@ -37,7 +37,7 @@ from api.methodologies import MethodologyController
 from api.request_meta import request_meta_provider
 from api.settings import Settings
 from domain.methodologies import MethodologyRegistry
-from ledger import DatabaseOutage, Ledger, LogReader, Sealer, use_outage
+from ledger import WITNESS_FILE, CheckpointWitness, DatabaseOutage, Ledger, LogReader, Sealer, use_outage
 
 API_VERSION = "0.5.0"
 
@@ -80,6 +80,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             checkpoint_every=settings.checkpoint_every,
             checkpoint_interval_s=settings.checkpoint_interval_s,
             poll_interval_s=settings.seal_poll_interval_s,
+            witness=CheckpointWitness(settings.data_dir / WITNESS_FILE, settings.ledger_log_origin),
         )
         app.state.ledger = ledger
         app.state.log_reader = LogReader(ledger.pool, settings.ledger_log_origin, long_reads=settings.long_reads)

@@ -28,7 +28,7 @@ from integrations.embedded_postgres import (
 if TYPE_CHECKING:
     import asyncpg
 
-    from ledger import VerifyReport
+    from ledger import Checkpoint, VerifyReport
 
 T = TypeVar("T")
 
@@ -161,12 +161,33 @@ async def _on_database(settings: Settings, work: Callable[[asyncpg.Connection], 
             await conn.close()
 
 
-async def _verify_database(settings: Settings) -> int:
-    from api.actions.audit import check_credits_match_actions
+_UNREADABLE: Any = object()
+
+
+def _trusted_checkpoint(settings: Settings, path: Path | None) -> Checkpoint | None:
+    """The trusted checkpoint to verify against: the file given, else the service's own if it kept one;
+    ``_UNREADABLE`` (after saying why) when the file cannot be read."""
+    from ledger import WITNESS_FILE, read_trusted_checkpoint
+
+    chosen = path or settings.data_dir / WITNESS_FILE
+    if path is None and not chosen.exists():
+        print("no trusted checkpoint kept outside the database: the log's end is checked against nothing")
+        return None
+    try:
+        trusted = read_trusted_checkpoint(chosen)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"cannot read the trusted checkpoint {chosen}: {exc}", file=sys.stderr)
+        return _UNREADABLE  # type: ignore[no-any-return]
+    print(f"trusted checkpoint: size {trusted.tree_size}, from {chosen}")
+    return trusted
+
+
+async def _verify_database(settings: Settings, trusted: Checkpoint | None = None) -> int:
+    from api.actions import check_credits_match_actions
     from ledger import verify_database
 
     async def verify(conn: asyncpg.Connection) -> VerifyReport:
-        report = await verify_database(conn, settings.ledger_log_origin)
+        report = await verify_database(conn, settings.ledger_log_origin, trusted=trusted)
         await check_credits_match_actions(conn, report)
         return report
 
@@ -174,12 +195,12 @@ async def _verify_database(settings: Settings) -> int:
     return _print_report(report, "leaf, checkpoint root, signature, balance and action credit")
 
 
-def _verify_export(path: Path) -> int:
+def _verify_export(path: Path, trusted: Checkpoint | None = None) -> int:
     from ledger import ExportFormatError, read_export, verify_log
 
     try:
         export = read_export(path)
-        report = verify_log(export.records(), export.checkpoints, export.keys, export.origin)
+        report = verify_log(export.records(), export.checkpoints, export.keys, export.origin, trusted)
     except (OSError, ExportFormatError, KeyError, ValueError) as exc:
         print(f"cannot read {path}: {exc}", file=sys.stderr)
         return 2
@@ -291,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="recompute every leaf, root, signature and balance; exit 1 naming the first bad position"
     )
     verify.add_argument("--export", type=Path, help="verify this export file offline instead of the database")
+    verify.add_argument(
+        "--trusted-checkpoint",
+        type=Path,
+        help="a checkpoint kept outside the database (the JSON of GET /v1/ledger/checkpoints/latest); the log "
+        "must extend it. Default: the one the service keeps in the data directory, if any",
+    )
     data_dir(verify)
     export = ledger_commands.add_parser("export", help="write keys, checkpoints and sealed transfers (JSON Lines)")
     export.add_argument("--output", type=Path, required=True)
@@ -334,7 +361,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "db-url":
             return _db_url(settings)
         elif args.command == "ledger" and args.ledger_command == "verify":
-            return _verify_export(args.export) if args.export else asyncio.run(_verify_database(settings))
+            trusted = _trusted_checkpoint(settings, args.trusted_checkpoint)
+            if trusted is _UNREADABLE:
+                return 2
+            if args.export:
+                return _verify_export(args.export, trusted)
+            return asyncio.run(_verify_database(settings, trusted))
         elif args.command == "ledger" and args.ledger_command == "export":
             return asyncio.run(_export(settings, args.output))
         elif args.command == "exchange" and args.exchange_command == "verify":

@@ -14,6 +14,7 @@ from datetime import datetime
 import asyncpg
 
 from ledger import balances, log_store
+from ledger.checkpoint import Checkpoint
 from ledger.verify import (
     LogRecord,
     LogVerifier,
@@ -51,13 +52,16 @@ async def verify_database(
     *,
     check_balances: bool = True,
     progress: Callable[[int, int], Awaitable[None]] | None = None,
+    trusted: Checkpoint | None = None,
 ) -> VerifyReport:
     """Verify every leaf, checkpoint and signature, look for unsealed rows in sealed history, and balances.
 
     ``progress(leaves_checked, leaves_in_log)`` is awaited every ``PROGRESS_EVERY`` leaves and at the end.
     """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        verifier = LogVerifier(await log_store.all_checkpoints(conn), await log_store.public_keys(conn), origin)
+        verifier = LogVerifier(
+            await log_store.all_checkpoints(conn), await log_store.public_keys(conn), origin, trusted
+        )
         total = (await log_store.log_head(conn)).size
         checked = 0
         async for row in conn.cursor(_LOG_WITH_TRANSFERS, prefetch=_PREFETCH):

@@ -16,14 +16,18 @@ One round is one transaction, serialised across processes by an advisory lock. I
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import asyncpg
 
-from ledger import log_store, merkle
+from ledger import log_store, merkle, witness
 from ledger.checkpoint import Checkpoint, Signer
 from ledger.models import STORED_NODE_MIN_LEVEL
 from ledger.periodic import PeriodicTask
+from ledger.witness import CheckpointWitness
+
+log = logging.getLogger(__name__)
 
 #: Advisory lock key of the sealer (one sealing transaction at a time, across processes).
 SEALER_LOCK_KEY = 0x6C65646765727365  # "ledgerse"
@@ -47,6 +51,7 @@ class Sealer:
         checkpoint_every: int = 10_000,
         checkpoint_interval_s: float = 5.0,
         poll_interval_s: float = 0.2,
+        witness: CheckpointWitness | None = None,
     ) -> None:
         self.pool = pool
         self.signer = signer
@@ -56,6 +61,9 @@ class Sealer:
         self._edge: merkle.CompactRange | None = None
         self._loop = PeriodicTask("ledger-sealer", self._round, poll_interval_s)
         self._key_registered = False
+        self.witness = witness
+        #: Why the sealer refuses to sign (the log does not extend the last checkpoint it signed), if it does.
+        self.refusal: str | None = None
 
     async def seal_once(self, *, force_checkpoint: bool = False) -> SealRound:
         """One sealing transaction; ``force_checkpoint`` signs a checkpoint whenever the tree grew."""
@@ -87,6 +95,8 @@ class Sealer:
             checkpoint = await self._maybe_checkpoint(conn, edge, force_checkpoint)
         self._edge = edge
         self._key_registered = True
+        if checkpoint is not None and self.witness is not None:
+            self.witness.save(checkpoint)  # only once committed: the file never runs ahead of the database
         return SealRound(len(leaves), edge.size, checkpoint)
 
     async def _maybe_checkpoint(
@@ -105,6 +115,15 @@ class Sealer:
         )
         if not due:
             return None
+        trusted = self.witness.load() if self.witness is not None else None
+        if trusted is not None:
+            problem = await witness.extension_problem(conn, trusted, edge.size)
+            if problem is not None:
+                if problem != self.refusal:
+                    log.error("refusing to sign a checkpoint: %s (see docs/ledger-verification.md)", problem)
+                self.refusal = problem
+                return None
+        self.refusal = None
         checkpoint = self.signer.sign(self.origin, edge.size, edge.root(), now)
         await log_store.insert_checkpoint(conn, checkpoint)
         return checkpoint

@@ -67,8 +67,15 @@ class VerifyReport:
 class LogVerifier:
     """Incremental verifier: ``feed`` the log's records in position order, then ``finish``."""
 
-    def __init__(self, checkpoints: Sequence[Checkpoint], keys: Mapping[str, PublicKey], origin: str) -> None:
+    def __init__(
+        self,
+        checkpoints: Sequence[Checkpoint],
+        keys: Mapping[str, PublicKey],
+        origin: str,
+        trusted: Checkpoint | None = None,
+    ) -> None:
         self.report = VerifyReport()
+        self._trusted = trusted
         self._edge = merkle.CompactRange()
         self._first_wrong_leaf: int | None = None
         self._last_good_size = 0
@@ -84,6 +91,17 @@ class LogVerifier:
                 verify_signature(cp, origin, keys)
             except CheckpointRejected as exc:
                 self.report.add(exc.reason, exc.detail)
+        if trusted is not None:
+            try:
+                verify_signature(trusted, origin, keys)
+            except CheckpointRejected as exc:
+                self.report.add("trusted_checkpoint_rejected", f"the trusted checkpoint: {exc.detail}")
+            if not any(c.tree_size == trusted.tree_size and c.root_hash == trusted.root_hash for c in ordered):
+                self.report.add(
+                    "checkpoint_deleted",
+                    f"the trusted checkpoint of size {trusted.tree_size} is not among the stored checkpoints: "
+                    "checkpoints were deleted or replaced",
+                )
         self._pending = ordered
         self._check_due_checkpoints()
 
@@ -124,6 +142,14 @@ class LogVerifier:
             self._first_wrong_leaf = position
 
     def _check_due_checkpoints(self) -> None:
+        trusted = self._trusted
+        if trusted is not None and trusted.tree_size == self._edge.size and self._edge.root() != trusted.root_hash:
+            self.report.add(
+                "trusted_root_mismatch",
+                f"the log's root at size {trusted.tree_size} differs from the trusted checkpoint's: "
+                "the log was rewritten, not extended",
+                self._first_wrong_leaf if self._first_wrong_leaf is not None else self._last_good_size,
+            )
         while self._pending and self._pending[0].tree_size == self._edge.size:
             cp = self._pending.pop(0)
             self.report.checkpoints_checked += 1
@@ -144,6 +170,13 @@ class LogVerifier:
 
     def finish(self) -> VerifyReport:
         self.report.tree_size = self._edge.size
+        if self._trusted is not None and self._edge.size < self._trusted.tree_size:
+            self.report.add(
+                "log_truncated",
+                f"the log has {self._edge.size} leaves but the trusted checkpoint covers {self._trusted.tree_size}: "
+                "its end was cut off",
+                self._edge.size,
+            )
         for cp in self._pending:
             self.report.add(
                 "checkpoint_beyond_log",
@@ -155,10 +188,15 @@ class LogVerifier:
 
 
 def verify_log(
-    records: Iterable[LogRecord], checkpoints: Sequence[Checkpoint], keys: Mapping[str, PublicKey], origin: str
+    records: Iterable[LogRecord],
+    checkpoints: Sequence[Checkpoint],
+    keys: Mapping[str, PublicKey],
+    origin: str,
+    trusted: Checkpoint | None = None,
 ) -> VerifyReport:
-    """Check leaves, positions, checkpoint roots, signatures and the checkpoints' progression."""
-    verifier = LogVerifier(checkpoints, keys, origin)
+    """Check leaves, positions, checkpoint roots, signatures and the checkpoints' progression, and that the
+    log extends ``trusted`` (a checkpoint kept outside the database), if given."""
+    verifier = LogVerifier(checkpoints, keys, origin, trusted)
     for record in records:
         verifier.feed(record)
     return verifier.finish()

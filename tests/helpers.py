@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import random
 import re
+import shutil
 import socket
 import tempfile
 import uuid
@@ -226,6 +228,11 @@ TEST_TOKEN_KEY = _seed(7)
 TEST_SERVER_SECRET = _seed(9)
 
 
+#: Where the apps under test keep their data directories; removed when the test process ends.
+_DATA_DIRS = tempfile.mkdtemp(prefix="carbon-rewards-tests-")
+atexit.register(shutil.rmtree, _DATA_DIRS, ignore_errors=True)
+
+
 def app_settings(**overrides: object) -> Settings:
     """Settings of an app under test: the test role, small pools, fixed keys, no background expiry."""
     values: dict[str, object] = {
@@ -238,7 +245,8 @@ def app_settings(**overrides: object) -> Settings:
         "ledger_signing_key": TEST_LEDGER_KEY,
         "token_signing_key": TEST_TOKEN_KEY,
         "server_secret": TEST_SERVER_SECRET,
-        "data_dir": Path(tempfile.gettempdir()) / "carbon-rewards-tests-unused",
+        # Its own: the sealer keeps the last checkpoint it signed there, and each app may seal another database.
+        "data_dir": Path(tempfile.mkdtemp(dir=_DATA_DIRS)),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,133 @@
+"""A superuser cuts the end off the ledger, or deletes a checkpoint: signatures of what remains still verify,
+so the service and the verifier hold a reference outside the database (the last checkpoint the sealer
+signed, kept in the data directory, or one fetched earlier from GET /v1/ledger/checkpoints/latest).
+The sealer refuses to sign a checkpoint that does not extend it; `ledger verify` fails against it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from api import cli
+from ledger import WITNESS_FILE, CheckpointWitness, verify_database
+from ledger.checkpoint import Signer
+from ledger.sealer import Sealer
+from ledger.service import Ledger
+from tests.helpers import APP_ROLE, LOG_ORIGIN, make_account, make_issuance, scratch_database, transfer
+
+CUT_AT = 32
+
+
+@pytest.fixture
+async def sealed(server_url: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    """40 transfers sealed with checkpoints at 16, 32 and 40, the last one kept by the sealer's witness."""
+    async with scratch_database(server_url) as url:
+        ledger = await Ledger.open(url, role=APP_ROLE, pool_size=4)
+        signer = Signer.generate()
+        witness = CheckpointWitness(tmp_path / WITNESS_FILE, LOG_ORIGIN)
+        try:
+            issuance, resident = await make_issuance(ledger), await make_account(ledger)
+            for batch in range(8):
+                await ledger.create_transfers([transfer(issuance, resident, 10 * batch + i + 1) for i in range(5)])
+            sealer = Sealer(ledger.pool, signer, LOG_ORIGIN, checkpoint_every=16, witness=witness)
+            await sealer.catch_up()
+            assert witness.load() is not None and witness.load().tree_size == 40  # type: ignore[union-attr]
+            conn = await asyncpg.connect(url)  # the superuser
+            try:
+                yield {
+                    "url": url,
+                    "ledger": ledger,
+                    "signer": signer,
+                    "witness": witness,
+                    "conn": conn,
+                    "issuance": issuance,
+                    "resident": resident,
+                }
+            finally:
+                await conn.close()
+        finally:
+            await ledger.close()
+
+
+async def cut_off_the_end(conn: asyncpg.Connection, keep: int) -> None:
+    """What a superuser would do: drop every leaf, transfer, tree node and checkpoint past ``keep``."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")  # no append-only triggers
+        doomed = [
+            r["transfer_id"] for r in await conn.fetch("SELECT transfer_id FROM ledger_log WHERE position >= $1", keep)
+        ]
+        await conn.execute("DELETE FROM ledger_log WHERE position >= $1", keep)
+        await conn.execute("DELETE FROM ledger_transfers WHERE id = ANY($1::uuid[])", doomed)
+        await conn.execute("DELETE FROM ledger_tree_nodes WHERE (index + 1) * (1::bigint << level) > $1", keep)
+        await conn.execute("DELETE FROM ledger_checkpoints WHERE tree_size > $1", keep)
+
+
+async def test_a_log_cut_short_is_refused_by_the_sealer_and_fails_verify(
+    sealed: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn, witness = sealed["conn"], sealed["witness"]
+    fetched = tmp_path / "latest.json"  # as an auditor would keep GET /v1/ledger/checkpoints/latest
+    fetched.write_text(witness.path.read_text())
+    await cut_off_the_end(conn, CUT_AT)
+
+    # Without a reference from outside, what remains verifies: that is the hole.
+    blind = await verify_database(conn, LOG_ORIGIN, check_balances=False)
+    assert blind.ok and blind.tree_size == CUT_AT
+    trusted = witness.load()
+    report = await verify_database(conn, LOG_ORIGIN, check_balances=False, trusted=trusted)
+    assert [p.kind for p in report.problems] == ["checkpoint_deleted", "log_truncated"], report.problems
+    assert report.first_bad_position == CUT_AT
+
+    # The service, writing on, refuses to sign a checkpoint over the shortened log.
+    ledger = sealed["ledger"]
+    await ledger.create_transfers([transfer(sealed["issuance"], sealed["resident"], 7) for _ in range(12)])
+    sealer = Sealer(ledger.pool, sealed["signer"], LOG_ORIGIN, checkpoint_every=16, witness=witness)
+    before = await conn.fetchval("SELECT max(tree_size) FROM ledger_checkpoints")
+    await sealer.catch_up()
+    assert await conn.fetchval("SELECT max(tree_size) FROM ledger_checkpoints") == before == CUT_AT
+    assert sealer.refusal is not None and "rewritten" in sealer.refusal, sealer.refusal
+    assert witness.load() == trusted  # the reference is kept as it was
+
+    # The command line, with the auditor's copy.
+    monkeypatch.setenv("DATABASE_URL", sealed["url"])
+    monkeypatch.setenv("CARBON_LEDGER_LOG_ORIGIN", LOG_ORIGIN)
+    monkeypatch.setenv("CARBON_DATA_DIR", str(tmp_path / "elsewhere"))
+    capsys.readouterr()
+    status = await asyncio.to_thread(cli.main, ["ledger", "verify", "--trusted-checkpoint", str(fetched)])
+    out = capsys.readouterr().out
+    assert status == 1 and "trusted checkpoint: size 40" in out and "checkpoint_deleted" in out, out
+    fetched.write_text("{not json")
+    assert await asyncio.to_thread(cli.main, ["ledger", "verify", "--trusted-checkpoint", str(fetched)]) == 2
+
+
+async def test_a_deleted_checkpoint_fails_verify_and_stops_signing(sealed: dict[str, Any]) -> None:
+    conn, witness = sealed["conn"], sealed["witness"]
+    async with conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute("DELETE FROM ledger_checkpoints WHERE tree_size = 40")
+    report = await verify_database(conn, LOG_ORIGIN, trusted=witness.load())
+    assert [p.kind for p in report.problems] == ["checkpoint_deleted"], report.problems
+    ledger = sealed["ledger"]
+    await ledger.create_transfers([transfer(sealed["issuance"], sealed["resident"], 3)])
+    sealer = Sealer(ledger.pool, sealed["signer"], LOG_ORIGIN, checkpoint_every=16, witness=witness)
+    await sealer.catch_up()
+    assert sealer.refusal is not None and "deleted" in sealer.refusal
+    assert await conn.fetchval("SELECT max(tree_size) FROM ledger_checkpoints") == 32
+
+
+async def test_a_log_that_extends_the_trusted_checkpoint_verifies_and_is_signed(sealed: dict[str, Any]) -> None:
+    conn, witness = sealed["conn"], sealed["witness"]
+    ledger = sealed["ledger"]
+    await ledger.create_transfers([transfer(sealed["issuance"], sealed["resident"], 5) for _ in range(3)])
+    sealer = Sealer(ledger.pool, sealed["signer"], LOG_ORIGIN, checkpoint_every=16, witness=witness)
+    signed = await sealer.catch_up()
+    assert sealer.refusal is None and signed is not None and signed.tree_size == 43
+    assert witness.load() == signed
+    assert (await verify_database(conn, LOG_ORIGIN, trusted=signed)).ok
+    assert json.loads(witness.path.read_text())["tree_size"] == 43
