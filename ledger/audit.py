@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
+from uuid import UUID
 
 import asyncpg
 
-from ledger import balances, log_store
+from ledger import balances, log_store, merkle
 from ledger.checkpoint import Checkpoint
+from ledger.models import STORED_NODE_MIN_LEVEL
 from ledger.verify import (
     LogRecord,
     LogVerifier,
@@ -92,15 +94,74 @@ async def verify_database(
                 f"{stray['would_be_position']}) but was never sealed: it was inserted behind the log's back",
                 stray["would_be_position"],
             )
+        drifted: set[UUID] = set()
         if check_balances:
             recomputed = await balances.recompute_balances(conn)
             for drift in recomputed.drifted:
+                drifted.add(drift.account_id)
                 report.add(
                     "balance_drift",
                     f"account {drift.account_id}: stored balance {drift.stored.as_tuple()} but its transfers give "
                     f"{drift.recomputed.as_tuple()}",
                 )
+        for start, end in report.rewritten_ranges:
+            await _locate_rewritten_leaf(conn, report, start, end, drifted)
     return report
+
+
+async def _locate_rewritten_leaf(
+    conn: asyncpg.Connection, report: VerifyReport, start: int, end: int, drifted: set[UUID]
+) -> None:
+    """Narrow a leaf rewritten with its hash down to one transfer where the data allows it.
+
+    The subtree hashes the sealer stored were computed from the leaves as sealed: the first block of
+    ``2**STORED_NODE_MIN_LEVEL`` leaves that no longer folds into its stored hash holds the rewritten
+    leaf. Its true hash is gone, so within the block the transfer is named only when the balances tell:
+    one transfer of the block touches an account whose balance no longer matches its transfers.
+    Blocks the tamperer rewrote too, and a last block too short to have a stored hash, leave the
+    checkpoint's range.
+    """
+    width = 1 << STORED_NODE_MIN_LEVEL
+    for block in range(start // width, end // width):
+        first = block * width
+        positions = list(range(first, first + width))
+        leaves = await conn.fetch(
+            "SELECT position, transfer_id, leaf_hash FROM ledger_log WHERE position = ANY($1::bigint[]) "
+            "ORDER BY position",
+            positions,
+        )
+        stored = await conn.fetchval(
+            'SELECT hash FROM ledger_tree_nodes WHERE level = $1 AND "index" = $2', STORED_NODE_MIN_LEVEL, block
+        )
+        if stored is None or len(leaves) != width:
+            continue
+        if merkle.root([bytes(r["leaf_hash"]) for r in leaves]) == bytes(stored):
+            continue
+        touching = await conn.fetch(
+            "SELECT l.position, t.id FROM ledger_log AS l JOIN ledger_transfers AS t ON t.id = l.transfer_id "
+            "WHERE l.position = ANY($1::bigint[]) "
+            "AND (t.debit_account_id = ANY($2::uuid[]) OR t.credit_account_id = ANY($2::uuid[]))",
+            positions,
+            list(drifted),
+        )
+        if len(touching) == 1:
+            [suspect] = touching
+            report.add(
+                "leaf_rewritten",
+                f"position {suspect['position']}: transfer {suspect['id']} was changed and its leaf hash rewritten "
+                "to match (its block no longer folds into the subtree hash stored when it was sealed, and it is "
+                "the block's only transfer of an account whose balance no longer matches)",
+                suspect["position"],
+            )
+            return
+        ids = ", ".join(str(r["transfer_id"]) for r in leaves)
+        report.add(
+            "leaf_rewritten",
+            f"positions {first}..{first + width - 1} no longer fold into the subtree hash stored when they were "
+            f"sealed: one of these transfers was changed and its leaf hash rewritten to match: {ids}",
+            first,
+        )
+        return
 
 
 async def export_lines(

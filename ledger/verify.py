@@ -50,6 +50,9 @@ class VerifyReport:
     tree_size: int = 0
     checkpoints_checked: int = 0
     problems: list[Problem] = field(default_factory=list)
+    #: Position ranges ``[start, end)`` whose root is wrong though every leaf matches its transfer (a leaf
+    #: rewritten with its hash): the database audit narrows them down with the stored subtree hashes.
+    rewritten_ranges: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -162,6 +165,7 @@ class LogVerifier:
             else:
                 where = f"; a leaf in positions {self._last_good_size}..{cp.tree_size - 1} was rewritten with its hash"
                 position = self._last_good_size
+                self.report.rewritten_ranges.append((self._last_good_size, cp.tree_size))
             self.report.add(
                 "root_mismatch",
                 f"checkpoint of size {cp.tree_size}: the recomputed root differs from the signed one{where}",

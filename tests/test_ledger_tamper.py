@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from api import cli
+from ledger import log_store
 from ledger.checkpoint import Signer
 from ledger.sealer import Sealer
 from ledger.service import Ledger
@@ -209,5 +210,32 @@ async def test_actions_marked_credited_without_transfers_and_credits_without_act
         assert status == 1 and f"credit_without_action: an action_credit transfer names action {forged[0]}" in out
     finally:
         await sealed_database.execute("UPDATE ledger_transfers SET reference = NULL WHERE id = $1", orphan)
+        await sealed_database.execute(RELOCK)
+    assert (await run_cli(capsys, "ledger", "verify"))[0] == 0
+
+
+async def test_a_leaf_rewritten_with_its_hash_is_traced_to_its_block(
+    sealed_database: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every transfer of this drill moves points between the same two accounts, so the balances cannot
+    tell which one changed: verify names the 16-leaf block whose stored subtree hash no longer matches."""
+    transfer_id = await sealed_database.fetchval("SELECT transfer_id FROM ledger_log WHERE position = 8")
+    original = await sealed_database.fetchval("SELECT leaf_hash FROM ledger_log WHERE position = 8")
+    await sealed_database.execute(UNLOCK)
+    try:
+        await sealed_database.execute("ALTER TABLE ledger_log DISABLE TRIGGER USER")
+        await sealed_database.execute("UPDATE ledger_transfers SET amount = amount + 1 WHERE id = $1", transfer_id)
+        row = await sealed_database.fetchrow(
+            f"SELECT {log_store.LEAF_COLUMNS} FROM ledger_transfers AS t WHERE t.id = $1", transfer_id
+        )
+        forged = log_store.leaf_hash_of(log_store.leaf_fields(row))
+        await sealed_database.execute("UPDATE ledger_log SET leaf_hash = $1 WHERE position = 8", forged)
+        status, out = await run_cli(capsys, "ledger", "verify")
+        assert status == 1 and "leaf_rewritten: [position 0] positions 0..15 no longer fold" in out, out
+        assert str(transfer_id) in out.split("leaf_rewritten")[1]
+    finally:
+        await sealed_database.execute("UPDATE ledger_transfers SET amount = amount - 1 WHERE id = $1", transfer_id)
+        await sealed_database.execute("UPDATE ledger_log SET leaf_hash = $1 WHERE position = 8", original)
+        await sealed_database.execute("ALTER TABLE ledger_log ENABLE TRIGGER USER")
         await sealed_database.execute(RELOCK)
     assert (await run_cli(capsys, "ledger", "verify"))[0] == 0

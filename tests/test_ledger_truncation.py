@@ -10,12 +10,13 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import pytest
 
 from api import cli
-from ledger import WITNESS_FILE, CheckpointWitness, verify_database
+from ledger import WITNESS_FILE, CheckpointWitness, log_store, verify_database
 from ledger.checkpoint import Signer
 from ledger.sealer import Sealer
 from ledger.service import Ledger
@@ -131,3 +132,43 @@ async def test_a_log_that_extends_the_trusted_checkpoint_verifies_and_is_signed(
     assert witness.load() == signed
     assert (await verify_database(conn, LOG_ORIGIN, trusted=signed)).ok
     assert json.loads(witness.path.read_text())["tree_size"] == 43
+
+
+async def rewrite_with_its_hash(conn: asyncpg.Connection, position: int) -> UUID:
+    """Change a sealed transfer's amount and rewrite its leaf hash to match, as a careful tamperer would."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        transfer_id = await conn.fetchval("SELECT transfer_id FROM ledger_log WHERE position = $1", position)
+        await conn.execute("UPDATE ledger_transfers SET amount = amount + 1 WHERE id = $1", transfer_id)
+        row = await conn.fetchrow(
+            f"SELECT {log_store.LEAF_COLUMNS} FROM ledger_transfers AS t WHERE t.id = $1", transfer_id
+        )
+        leaf = log_store.leaf_hash_of(log_store.leaf_fields(row))
+        await conn.execute("UPDATE ledger_log SET leaf_hash = $1 WHERE position = $2", leaf, position)
+    return transfer_id
+
+
+async def test_a_leaf_rewritten_with_its_hash_is_traced_to_its_block_or_its_transfer(server_url: str) -> None:
+    """Once verify named only the checkpoint's range; the stored subtree hashes name the 16-leaf block,
+    and the balances the transfer, when only one transfer of the block touches the drifted accounts."""
+    async with scratch_database(server_url) as url:
+        ledger = await Ledger.open(url, role=APP_ROLE, pool_size=4)
+        try:
+            pairs = [(await make_account(ledger, limited=False), await make_account(ledger)) for _ in range(16)]
+            issuance, resident = await make_issuance(ledger), await make_account(ledger)
+            for payer, payee in pairs:  # positions 0..15: each transfer between accounts of its own
+                await ledger.create_transfers([transfer(payer, payee, 5)])
+            await ledger.create_transfers([transfer(issuance, resident, i + 1) for i in range(16)])  # 16..31
+            await Sealer(ledger.pool, Signer.generate(), LOG_ORIGIN, checkpoint_every=32).catch_up()
+        finally:
+            await ledger.close()
+        conn = await asyncpg.connect(url)
+        try:
+            exact = await rewrite_with_its_hash(conn, 5)
+            report = await verify_database(conn, LOG_ORIGIN)
+            rewritten = [p for p in report.problems if p.kind == "leaf_rewritten"]
+            assert len(rewritten) == 1 and rewritten[0].position == 5, report.problems
+            assert f"transfer {exact} was changed" in rewritten[0].detail
+
+        finally:
+            await conn.close()
