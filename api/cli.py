@@ -52,10 +52,12 @@ async def _serve(settings: Settings) -> None:
     import uvicorn
 
     from api.app import create_app
-    from api.database import migrate_if_behind, resolve_database
+    from api.database import migrate_if_behind, resolve_database, service_login_url
 
     async with resolve_database(settings) as url:
         await migrate_if_behind(url, settings.db_app_role)
+        if not settings.database_url:  # embedded: log in as the service's own role, not the superuser
+            url = await service_login_url(url, settings)
         app = create_app(settings, url)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
         server = uvicorn.Server(config)
@@ -73,7 +75,7 @@ def _serve_workers(settings: Settings) -> None:
     """
     import os
 
-    from api.database import migrate_if_behind, start_embedded_database
+    from api.database import migrate_if_behind, service_login_url, start_embedded_database
     from api.keys import prepare_keys
     from api.workers import run_workers
 
@@ -82,7 +84,8 @@ def _serve_workers(settings: Settings) -> None:
     async def prepare_database() -> str:
         url = str(settings.database_url) if embedded is None else await start_embedded_database(embedded)
         await migrate_if_behind(url, settings.db_app_role)
-        return url
+        # Embedded: the workers log in as the service's own role, not the superuser.
+        return url if embedded is None else await service_login_url(url, settings)
 
     try:
         url = asyncio.run(prepare_database())

@@ -16,9 +16,11 @@ connection held during the call.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 from alembic import command
@@ -176,6 +178,34 @@ async def start_embedded_database(embedded: EmbeddedPostgres) -> str:
     admin_url = await asyncio.to_thread(embedded.start)
     await ensure_database(admin_url, EMBEDDED_DATABASE)
     return with_database(admin_url, EMBEDDED_DATABASE)
+
+
+#: The file, in the data directory, that holds the password of the service's login role (embedded mode).
+LOGIN_PASSWORD_FILE = "db-service-password"
+
+
+async def service_login_url(admin_url: str, settings: Settings) -> str:
+    """The URL the service connects with in embedded mode: its login role (``<role>_login``, created by the
+    migrations, without superuser rights), whose password is kept in the data directory (0600) and set
+    here by the superuser. ``RESET ROLE`` on such a connection cannot reach the superuser's rights."""
+    if not settings.db_app_role.replace("_", "").isalnum():
+        raise ValueError(f"unsafe role name {settings.db_app_role!r}")
+    login = f"{settings.db_app_role}_login"
+    path = settings.data_dir / LOGIN_PASSWORD_FILE
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32), encoding="utf-8")
+    password = path.read_text(encoding="utf-8").strip()
+    conn = await asyncpg.connect(admin_url)
+    try:
+        # ALTER ROLE takes no parameters; the password is URL-safe base64, and the role a checked name.
+        await conn.execute(f"ALTER ROLE {login} PASSWORD '{password}'")
+    finally:
+        await conn.close()
+    parts = urlsplit(admin_url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(login)}:{quote(password)}@{host}"))
 
 
 @asynccontextmanager

@@ -122,6 +122,16 @@ def in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[st
     return run
 
 
+def conn_url_as_service(db_url_output: str, data_dir: Path) -> str:
+    """The embedded database's URL for the service's login role, with the password kept in the data dir."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(db_url_output.strip().splitlines()[-1])
+    password = (data_dir / "db-service-password").read_text().strip()
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"carbon_app_login:{quote(password)}@{host}"))
+
+
 async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path, in_process: Any) -> None:
     """One data directory through its life: serve (creating the database), Ctrl-C, migrate, serve again with the
     data kept, in demo mode, with an operator created from the command line."""
@@ -169,8 +179,25 @@ async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path, in_pro
         )
         try:
             assert await conn.fetchval("SELECT count(*) FROM ledger_accounts WHERE id = $1", marker) == 1
+            # The workers log in as the service's own role, which is no superuser (RESET ROLE gains nothing).
+            logins = await conn.fetch(
+                "SELECT DISTINCT a.usename, r.rolsuper FROM pg_stat_activity AS a JOIN pg_roles AS r "
+                "ON r.rolname = a.usename WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
+            )
+            assert [(r["usename"], r["rolsuper"]) for r in logins] == [("carbon_app_login", False)], logins
+            service_url = conn_url_as_service((await in_process("db-url", "--data-dir", str(data_dir)))[1], data_dir)
         finally:
             await conn.close()
+        assert (data_dir / "db-service-password").stat().st_mode & 0o777 == 0o600
+        service = await asyncpg.connect(service_url)
+        try:
+            await service.execute("RESET ROLE")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await service.execute("ALTER TABLE ledger_transfers DISABLE TRIGGER USER")
+            with pytest.raises((asyncpg.InsufficientPrivilegeError, asyncpg.RaiseError)):
+                await service.execute("DELETE FROM ledger_accounts WHERE id = $1", marker)
+        finally:
+            await service.close()
         # The keys were generated once into the data directory, readable by the owner only, and survived.
         for name in ("ledger-signing-key", "token-signing-key", "server-secret"):
             assert (data_dir / name).stat().st_mode & 0o777 == 0o600, name
