@@ -14,7 +14,7 @@ from uuid import UUID
 
 import asyncpg
 
-from ledger import balances, log_store, merkle
+from ledger import account_log, balances, log_store, merkle
 from ledger.checkpoint import Checkpoint
 from ledger.models import STORED_NODE_MIN_LEVEL
 from ledger.verify import (
@@ -74,6 +74,7 @@ async def verify_database(
         report = verifier.finish()
         if progress is not None:
             await progress(checked, total)
+        await account_log.verify_accounts(conn, origin, await log_store.public_keys(conn), report)
         head = await log_store.log_head(conn)
         strays = await conn.fetch(
             """

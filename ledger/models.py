@@ -45,6 +45,7 @@ class LedgerAccount(SQLModel, table=True):
             name="ck_ledger_accounts_one_limit",
         ),
         Index("ix_ledger_accounts_owner_ref", "owner_ref"),
+        Index("ix_ledger_accounts_seal_order", "xact_id", "id"),
     )
 
     id: UUID = Field(primary_key=True)
@@ -55,6 +56,10 @@ class LedgerAccount(SQLModel, table=True):
     credits_must_not_exceed_debits: bool = Field(default=False)
     created_at: datetime = Field(
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("now()"))
+    )
+    #: The creating transaction (the accounts' seal order, like transfers'); set by the database.
+    xact_id: int = Field(
+        sa_column=Column(BigInteger, nullable=False, server_default=text("(pg_current_xact_id()::text)::bigint"))
     )
 
 
@@ -123,6 +128,31 @@ class LedgerBalance(SQLModel, table=True):
     debits_posted: int = Field(sa_column=Column(BigInteger, nullable=False, server_default=text("0")))
     credits_pending: int = Field(sa_column=Column(BigInteger, nullable=False, server_default=text("0")))
     credits_posted: int = Field(sa_column=Column(BigInteger, nullable=False, server_default=text("0")))
+
+
+class LedgerAccountLogEntry(SQLModel, table=True):
+    """Position ``position`` of the accounts' hash chain: which account, its leaf and the chain so far."""
+
+    __tablename__ = "ledger_account_log"
+    __table_args__ = (UniqueConstraint("account_id", name="uq_ledger_account_log_account"),)
+
+    position: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    account_id: UUID = Field(nullable=False)
+    xact_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    leaf_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    chain_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class LedgerAccountCheckpoint(SQLModel, table=True):
+    """The accounts' chain head at ``size`` accounts, signed with the transfers' checkpoint (append-only)."""
+
+    __tablename__ = "ledger_account_checkpoints"
+
+    size: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    chain_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    timestamp: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    key_id: str = Field(sa_column=Column(String(16), nullable=False))
+    signature: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class LedgerLogEntry(SQLModel, table=True):

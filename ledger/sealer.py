@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from ledger import log_store, merkle, witness
+from ledger import account_log, log_store, merkle, witness
 from ledger.checkpoint import Checkpoint, Signer
 from ledger.models import STORED_NODE_MIN_LEVEL
 from ledger.periodic import PeriodicTask
@@ -93,6 +93,12 @@ class Sealer:
                 await log_store.append_leaves(conn, head.size, leaves)
                 await log_store.store_nodes(conn, nodes)
             checkpoint = await self._maybe_checkpoint(conn, edge, force_checkpoint)
+            accounts = await account_log.seal_accounts(conn, horizon)
+            if checkpoint is not None or (force_checkpoint and self.refusal is None):
+                now = (
+                    checkpoint.timestamp if checkpoint is not None else await conn.fetchval("SELECT clock_timestamp()")
+                )
+                await account_log.sign_accounts(conn, self.signer, self.origin, accounts, now)
         self._edge = edge
         self._key_registered = True
         if checkpoint is not None and self.witness is not None:

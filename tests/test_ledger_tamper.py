@@ -239,3 +239,44 @@ async def test_a_leaf_rewritten_with_its_hash_is_traced_to_its_block(
         await sealed_database.execute("ALTER TABLE ledger_log ENABLE TRIGGER USER")
         await sealed_database.execute(RELOCK)
     assert (await run_cli(capsys, "ledger", "verify"))[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "undo"),
+    [
+        (
+            "debits_must_not_exceed_credits = NOT debits_must_not_exceed_credits",
+            "debits_must_not_exceed_credits = NOT debits_must_not_exceed_credits",
+        ),
+        ("owner_ref = 'someone else'", "owner_ref = $2"),
+    ],
+)
+async def test_a_changed_account_limit_or_owner_is_named(
+    sealed_database: asyncpg.Connection, capsys: pytest.CaptureFixture[str], change: str, undo: str
+) -> None:
+    """Accounts are sealed into a signed hash chain: flipping a no-overdraft flag or an owner once passed."""
+    account = await sealed_database.fetchrow(
+        "SELECT id, owner_ref FROM ledger_accounts WHERE debits_must_not_exceed_credits ORDER BY id LIMIT 1"
+    )
+    unlock = "ALTER TABLE ledger_accounts DISABLE TRIGGER ledger_accounts_no_update_delete"
+    relock = "ALTER TABLE ledger_accounts ENABLE TRIGGER ledger_accounts_no_update_delete"
+    await sealed_database.execute(unlock)
+    try:
+        await sealed_database.execute(f"UPDATE ledger_accounts SET {change} WHERE id = $1", account["id"])
+        status, out = await run_cli(capsys, "ledger", "verify")
+        assert status == 1 and f"account_changed: account {account['id']}:" in out, out
+    finally:
+        if "$2" in undo:
+            await sealed_database.execute(
+                f"UPDATE ledger_accounts SET {undo} WHERE id = $1", account["id"], account["owner_ref"]
+            )
+        else:
+            await sealed_database.execute(f"UPDATE ledger_accounts SET {undo} WHERE id = $1", account["id"])
+        await sealed_database.execute(relock)
+    assert (await run_cli(capsys, "ledger", "verify"))[0] == 0
+
+
+async def test_accounts_are_sealed_and_their_head_signed(sealed_database: asyncpg.Connection) -> None:
+    sealed = await sealed_database.fetchval("SELECT count(*) FROM ledger_account_log")
+    assert sealed == await sealed_database.fetchval("SELECT count(*) FROM ledger_accounts") > 0
+    assert await sealed_database.fetchval("SELECT max(size) FROM ledger_account_checkpoints") == sealed

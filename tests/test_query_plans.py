@@ -19,11 +19,12 @@ from api.actions import repository as actions
 from api.exchange import repository as exchange
 from api.redemptions import repository as redemptions
 from api.webhooks import repository as webhooks
-from ledger import account_store, inspection, log_store, statements, store
+from ledger import account_log, account_store, inspection, log_store, statements, store
 from tests.helpers import APP_ROLE
 
 KEYED = {
     "accounts by id": account_store.SELECT_ACCOUNTS,
+    "accounts ready to seal": account_log.READY_ACCOUNTS,
     "transfers by id": store._SELECT_TRANSFERS,  # noqa: SLF001 - the statements themselves are under test
     "resolutions by pending id": store._SELECT_RESOLUTIONS,  # noqa: SLF001
     "limited balances locked": store._LOCK_LIMITED_BALANCES,  # noqa: SLF001
@@ -54,6 +55,7 @@ SAMPLE = {
     "timestamptz": "now()",
     "date": "current_date",
     "int": "10",
+    "bigint": "0",
     "smallint": "0",
     "text": "NULL",
     "float8": "1.0",
