@@ -37,6 +37,7 @@ from api.methodologies import MethodologyController
 from api.request_meta import request_meta_provider
 from api.settings import Settings
 from domain.methodologies import MethodologyRegistry
+from integrations.witness import HttpWitness
 from ledger import WITNESS_FILE, CheckpointWitness, DatabaseOutage, Ledger, LogReader, Sealer, use_outage
 
 API_VERSION = "0.5.0"
@@ -73,6 +74,9 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             writers=settings.ledger_writers,
             expiry_interval_s=settings.pending_expiry_interval_s,
         )
+        http = httpx.AsyncClient(timeout=settings.http_timeout_s, follow_redirects=False)
+        token = settings.ledger_witness_token
+        witness_token = token.get_secret_value() if token is not None else None
         sealer = Sealer(
             ledger.pool,
             checkpoint_signer(settings),
@@ -80,12 +84,18 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             checkpoint_every=settings.checkpoint_every,
             checkpoint_interval_s=settings.checkpoint_interval_s,
             poll_interval_s=settings.seal_poll_interval_s,
-            witness=CheckpointWitness(settings.data_dir / WITNESS_FILE, settings.ledger_log_origin),
+            witnesses=[
+                CheckpointWitness(settings.data_dir / WITNESS_FILE, settings.ledger_log_origin),
+                *(
+                    [HttpWitness(settings.ledger_witness_url, settings.ledger_log_origin, http, witness_token)]
+                    if settings.ledger_witness_url
+                    else []
+                ),
+            ],
         )
         app.state.ledger = ledger
         app.state.log_reader = LogReader(ledger.pool, settings.ledger_log_origin, long_reads=settings.long_reads)
         engine = app.state.engine = open_engine(settings, database_url)
-        http = httpx.AsyncClient(timeout=settings.http_timeout_s, follow_redirects=False)
         webhook_http = httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False)
         exchange_http = httpx.AsyncClient(timeout=settings.exchange_timeout_s, follow_redirects=False)
         try:

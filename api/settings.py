@@ -265,6 +265,13 @@ class Settings(BaseSettings):
         description="Ledger exports, verification jobs and evidence packages one worker runs at once; each holds "
         "a connection of the ledger's pool while it runs (more get 503 long_reads_busy).",
     )
+    ledger_witness_url: str | None = Field(
+        default=None,
+        description="An external checkpoint witness (POST {url}/checkpoints, GET {url}/checkpoints/latest) that "
+        "keeps the latest signed checkpoint besides the data directory; the sealer refuses to sign a checkpoint "
+        "that does not extend the largest either holds.",
+    )
+    ledger_witness_token: SecretStr | None = Field(default=None, description="Bearer token for the witness.")
     exchange_url: str | None = Field(
         default=None,
         description="Base URL of the carbon exchange's API (batches are POSTed to {url}/batches); "

@@ -75,7 +75,7 @@ from ledger.types import (
 from ledger.merkle import CompactRange as MerkleRange
 from ledger.merkle import leaf_hash as merkle_leaf_hash
 from ledger.merkle import verify_inclusion
-from ledger.witness import WITNESS_FILE, CheckpointWitness, read_trusted_checkpoint
+from ledger.witness import WITNESS_FILE, CheckpointWitness, Witness, read_trusted_checkpoint
 from ledger.verify import (
     ExportFormatError,
     VerifyReport,
@@ -89,6 +89,7 @@ from ledger.verify import (
 __all__ = [
     "WITNESS_FILE",
     "CheckpointWitness",
+    "Witness",
     "read_trusted_checkpoint",
     "references_with_code",
     "DatabaseOutage",

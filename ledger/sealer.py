@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -25,7 +26,7 @@ from ledger import account_log, log_store, merkle, witness
 from ledger.checkpoint import Checkpoint, Signer
 from ledger.models import STORED_NODE_MIN_LEVEL
 from ledger.periodic import PeriodicTask
-from ledger.witness import CheckpointWitness
+from ledger.witness import Witness
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class Sealer:
         checkpoint_every: int = 10_000,
         checkpoint_interval_s: float = 5.0,
         poll_interval_s: float = 0.2,
-        witness: CheckpointWitness | None = None,
+        witnesses: Sequence[Witness] = (),
     ) -> None:
         self.pool = pool
         self.signer = signer
@@ -61,7 +62,8 @@ class Sealer:
         self._edge: merkle.CompactRange | None = None
         self._loop = PeriodicTask("ledger-sealer", self._round, poll_interval_s)
         self._key_registered = False
-        self.witness = witness
+        #: Where the last signed checkpoint is kept outside the database (the data directory, a witness).
+        self.witnesses = list(witnesses)
         #: Why the sealer refuses to sign (the log does not extend the last checkpoint it signed), if it does.
         self.refusal: str | None = None
 
@@ -101,8 +103,9 @@ class Sealer:
                 await account_log.sign_accounts(conn, self.signer, self.origin, accounts, now)
         self._edge = edge
         self._key_registered = True
-        if checkpoint is not None and self.witness is not None:
-            self.witness.save(checkpoint)  # only once committed: the file never runs ahead of the database
+        if checkpoint is not None:
+            # Only once committed: a witness never runs ahead of the database.
+            await witness.keep_everywhere(self.witnesses, checkpoint)
         return SealRound(len(leaves), edge.size, checkpoint)
 
     async def _maybe_checkpoint(
@@ -121,7 +124,7 @@ class Sealer:
         )
         if not due:
             return None
-        trusted = self.witness.load() if self.witness is not None else None
+        trusted = await witness.latest_witnessed(self.witnesses)
         if trusted is not None:
             problem = await witness.extension_problem(conn, trusted, edge.size)
             if problem is not None:

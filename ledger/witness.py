@@ -12,8 +12,11 @@ a trusted reference and fails when the database's log does not extend it.
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import asyncpg
 
@@ -25,6 +28,40 @@ from ledger.verify import checkpoint_from_json, checkpoint_to_json
 #: The file, in the data directory, that holds the last checkpoint the service signed.
 WITNESS_FILE = "ledger-latest-checkpoint.json"
 
+log = logging.getLogger(__name__)
+
+
+class Witness(Protocol):
+    """Somewhere outside the database that keeps the latest checkpoint the service signed."""
+
+    name: str
+
+    async def latest(self) -> Checkpoint | None: ...
+
+    async def keep(self, checkpoint: Checkpoint) -> None: ...
+
+
+async def latest_witnessed(witnesses: Sequence[Witness]) -> Checkpoint | None:
+    """The largest checkpoint any witness holds (a witness that cannot answer is skipped, and said so)."""
+    found: list[Checkpoint] = []
+    for witness in witnesses:
+        try:
+            checkpoint = await witness.latest()
+        except Exception as exc:  # noqa: BLE001 - one unreachable witness must not stop the others' check
+            log.warning("checkpoint witness %s could not be read: %s", witness.name, exc)
+            continue
+        if checkpoint is not None:
+            found.append(checkpoint)
+    return max(found, key=lambda c: c.tree_size, default=None)
+
+
+async def keep_everywhere(witnesses: Sequence[Witness], checkpoint: Checkpoint) -> None:
+    for witness in witnesses:
+        try:
+            await witness.keep(checkpoint)
+        except Exception as exc:  # noqa: BLE001 - the checkpoint is committed; the next one is offered again
+            log.warning("checkpoint witness %s did not take checkpoint %d: %s", witness.name, checkpoint.tree_size, exc)
+
 
 class CheckpointWitness:
     """The last signed checkpoint, in a JSON file written atomically (the format of
@@ -33,6 +70,13 @@ class CheckpointWitness:
     def __init__(self, path: Path, origin: str) -> None:
         self.path = path
         self.origin = origin
+        self.name = str(path)
+
+    async def latest(self) -> Checkpoint | None:
+        return self.load()
+
+    async def keep(self, checkpoint: Checkpoint) -> None:
+        self.save(checkpoint)
 
     def load(self) -> Checkpoint | None:
         if not self.path.exists():
@@ -79,4 +123,12 @@ async def extension_problem(conn: asyncpg.Connection, trusted: Checkpoint, size:
     return None
 
 
-__all__ = ["WITNESS_FILE", "CheckpointWitness", "extension_problem", "read_trusted_checkpoint"]
+__all__ = [
+    "WITNESS_FILE",
+    "CheckpointWitness",
+    "Witness",
+    "extension_problem",
+    "keep_everywhere",
+    "latest_witnessed",
+    "read_trusted_checkpoint",
+]

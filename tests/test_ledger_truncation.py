@@ -13,9 +13,12 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import httpx
 import pytest
 
 from api import cli
+from integrations.simulators.witness import WitnessSimulator
+from integrations.witness import HttpWitness
 from ledger import WITNESS_FILE, CheckpointWitness, log_store, verify_database
 from ledger.checkpoint import Signer
 from ledger.sealer import Sealer
@@ -36,7 +39,7 @@ async def sealed(server_url: str, tmp_path: Path) -> AsyncIterator[dict[str, Any
             issuance, resident = await make_issuance(ledger), await make_account(ledger)
             for batch in range(8):
                 await ledger.create_transfers([transfer(issuance, resident, 10 * batch + i + 1) for i in range(5)])
-            sealer = Sealer(ledger.pool, signer, LOG_ORIGIN, checkpoint_every=16, witness=witness)
+            sealer = Sealer(ledger.pool, signer, LOG_ORIGIN, checkpoint_every=16, witnesses=[witness])
             await sealer.catch_up()
             assert witness.load() is not None and witness.load().tree_size == 40  # type: ignore[union-attr]
             conn = await asyncpg.connect(url)  # the superuser
@@ -88,7 +91,7 @@ async def test_a_log_cut_short_is_refused_by_the_sealer_and_fails_verify(
     # The service, writing on, refuses to sign a checkpoint over the shortened log.
     ledger = sealed["ledger"]
     await ledger.create_transfers([transfer(sealed["issuance"], sealed["resident"], 7) for _ in range(12)])
-    sealer = Sealer(ledger.pool, sealed["signer"], LOG_ORIGIN, checkpoint_every=16, witness=witness)
+    sealer = Sealer(ledger.pool, sealed["signer"], LOG_ORIGIN, checkpoint_every=16, witnesses=[witness])
     before = await conn.fetchval("SELECT max(tree_size) FROM ledger_checkpoints")
     await sealer.catch_up()
     assert await conn.fetchval("SELECT max(tree_size) FROM ledger_checkpoints") == before == CUT_AT
@@ -116,7 +119,7 @@ async def test_a_deleted_checkpoint_fails_verify_and_stops_signing(sealed: dict[
     assert [p.kind for p in report.problems] == ["checkpoint_deleted"], report.problems
     ledger = sealed["ledger"]
     await ledger.create_transfers([transfer(sealed["issuance"], sealed["resident"], 3)])
-    sealer = Sealer(ledger.pool, sealed["signer"], LOG_ORIGIN, checkpoint_every=16, witness=witness)
+    sealer = Sealer(ledger.pool, sealed["signer"], LOG_ORIGIN, checkpoint_every=16, witnesses=[witness])
     await sealer.catch_up()
     assert sealer.refusal is not None and "deleted" in sealer.refusal
     assert await conn.fetchval("SELECT max(tree_size) FROM ledger_checkpoints") == 32
@@ -126,7 +129,7 @@ async def test_a_log_that_extends_the_trusted_checkpoint_verifies_and_is_signed(
     conn, witness = sealed["conn"], sealed["witness"]
     ledger = sealed["ledger"]
     await ledger.create_transfers([transfer(sealed["issuance"], sealed["resident"], 5) for _ in range(3)])
-    sealer = Sealer(ledger.pool, sealed["signer"], LOG_ORIGIN, checkpoint_every=16, witness=witness)
+    sealer = Sealer(ledger.pool, sealed["signer"], LOG_ORIGIN, checkpoint_every=16, witnesses=[witness])
     signed = await sealer.catch_up()
     assert sealer.refusal is None and signed is not None and signed.tree_size == 43
     assert witness.load() == signed
@@ -172,3 +175,25 @@ async def test_a_leaf_rewritten_with_its_hash_is_traced_to_its_block_or_its_tran
 
         finally:
             await conn.close()
+
+
+async def test_an_external_witness_still_holds_the_reference_when_the_data_directory_copy_is_gone(
+    sealed: dict[str, Any], tmp_path: Path
+) -> None:
+    ledger, conn = sealed["ledger"], sealed["conn"]
+    with WitnessSimulator() as simulator:
+        async with httpx.AsyncClient(timeout=30) as http:
+            external = HttpWitness(simulator.url, LOG_ORIGIN, http)
+            await ledger.create_transfers([transfer(sealed["issuance"], sealed["resident"], 2) for _ in range(4)])
+            first = Sealer(ledger.pool, sealed["signer"], LOG_ORIGIN, checkpoint_every=16, witnesses=[external])
+            signed = await first.catch_up()
+            assert signed is not None and (await external.latest()) == signed  # size 44
+            await cut_off_the_end(conn, CUT_AT)
+            await ledger.create_transfers([transfer(sealed["issuance"], sealed["resident"], 9) for _ in range(20)])
+            # The data directory's copy is gone (a new, empty one): the external witness still says 44.
+            fresh = CheckpointWitness(tmp_path / "fresh" / WITNESS_FILE, LOG_ORIGIN)
+            (tmp_path / "fresh").mkdir()
+            again = Sealer(ledger.pool, sealed["signer"], LOG_ORIGIN, checkpoint_every=16, witnesses=[fresh, external])
+            await again.catch_up()
+            assert again.refusal is not None and "rewritten" in again.refusal
+            assert fresh.load() is None and (await external.latest()) == signed
