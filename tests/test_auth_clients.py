@@ -52,6 +52,7 @@ async def test_merchant_credentials_work_as_form_json_and_basic(
         assert response.headers["cache-control"] == "no-store"
         me = await api.get("/v1/merchant/me", headers=bearer(token))
         assert me.json()["id"] == body["merchant"]["id"] and me.json()["name"] == "Green grocer"
+        assert me.json()["client_ids"] == [credentials["client_id"]]  # which client the caller is
     stored = await owner_conn.fetchval(
         "SELECT secret_hash FROM api_clients WHERE client_id = $1", credentials["client_id"]
     )
@@ -145,6 +146,7 @@ async def test_partner_gets_a_webhook_secret_kept_sealed(
     assert token["scope"] == "partner actions:write"
     me = (await api.get("/v1/partner/me", headers=bearer(token))).json()
     assert me["kind"] == "transit" and me["api_base_url"] == PARTNER["api_base_url"]
+    assert me["client_ids"] == [credentials["client_id"]]
 
 
 async def test_partner_input_is_validated(api: AsyncTestClient, admin: dict[str, str]) -> None:

@@ -187,12 +187,16 @@ async def _with_clients(session: AsyncSession, model: Any) -> list[tuple[Any, li
     return [(owner, sorted(by_owner.get(owner.id, []))) for owner in owners]
 
 
-async def get_client_owner(session: AsyncSession, principal: Principal) -> Merchant | Partner:
+async def get_client_owner(session: AsyncSession, principal: Principal) -> tuple[Merchant | Partner, list[str]]:
+    """The calling merchant or partner, and its client ids."""
     model = Merchant if principal.role is Role.MERCHANT else Partner
     owner = await session.get(model, principal.subject_id)
     if owner is None:
         raise NotFound("this client's owner no longer exists")
-    return owner
+    rows = await session.execute(
+        select(ApiClient.client_id).where(ApiClient.owner_id == owner.id).order_by(ApiClient.client_id)  # type: ignore[arg-type]
+    )
+    return owner, list(rows.scalars())
 
 
 async def find_partner(session: AsyncSession, partner_id: uuid.UUID) -> Partner | None:

@@ -301,8 +301,8 @@ class MerchantController(Controller):
 
     @get("/me", summary="The calling merchant")
     async def me(self, db_session: NamedDependency[AsyncSession], principal: NamedDependency[Principal]) -> MerchantOut:
-        merchant = await clients.get_client_owner(db_session, principal)
-        return MerchantOut.of(merchant, [])  # type: ignore[arg-type]
+        merchant, client_ids = await clients.get_client_owner(db_session, principal)
+        return MerchantOut.of(merchant, client_ids)  # type: ignore[arg-type]
 
 
 class PartnerController(Controller):
@@ -313,8 +313,8 @@ class PartnerController(Controller):
 
     @get("/me", summary="The calling partner")
     async def me(self, db_session: NamedDependency[AsyncSession], principal: NamedDependency[Principal]) -> PartnerOut:
-        partner = await clients.get_client_owner(db_session, principal)
-        return PartnerOut.of(partner, [])  # type: ignore[arg-type]
+        partner, client_ids = await clients.get_client_owner(db_session, principal)
+        return PartnerOut.of(partner, client_ids)  # type: ignore[arg-type]
 
 
 ROUTES = [
