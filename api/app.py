@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+from litestar.config.cors import CORSConfig
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -182,6 +183,17 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             "actor": Provide(identity.provide_actor),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        cors_config=(
+            CORSConfig(
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+                allow_credentials=False,
+                max_age=600,
+            )
+            if settings.cors_origins
+            else None
+        ),
         openapi_config=OpenAPIConfig(
             title="carbon-rewards",
             version=API_VERSION,

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         "the client address then drives per-IP limits, session lists and the audit log.",
     )
 
+    cors_origins: list[str] = Field(
+        default=[],
+        description="Browser origins (e.g. https://console.example.org, JSON list) allowed to call the API "
+        "cross-origin, such as a web console; none by default.",
+    )
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies_are_networks(cls, value: list[str]) -> list[str]:
