@@ -43,7 +43,7 @@ MAX_BATCH = 1000
 MAX_RECORD_INTEGER = 1_000_000_000
 #: What the stored copy of a record (JSONB) cannot hold anywhere, in any field: NUL and lone surrogates.
 _UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
-#: How deeply a record's JSON may nest (the documented fields are flat; extra fields are kept as sent).
+#: How deeply a record's JSON may nest (the documented fields are flat; undefined fields are refused).
 MAX_RECORD_DEPTH = 16
 
 
@@ -247,7 +247,8 @@ def storable(value: Any, depth: int = 0) -> bool:
 def parse_record(kind: ActionKind, raw: Any) -> ActionRecord:
     """Validate one record of a partner of ``kind`` (``COMMON_FIELDS`` and ``RECORD_FIELDS[kind]``).
 
-    Raises ``InvalidRecord`` naming the first bad field; ``kind``, if present, must be the partner's kind.
+    Raises ``InvalidRecord`` naming the first bad field, or the first field the format does not define;
+    ``kind``, if present, must be the partner's kind.
     """
     if not isinstance(raw, dict):
         raise InvalidRecord("a record must be a JSON object")
@@ -256,7 +257,15 @@ def parse_record(kind: ActionKind, raw: Any) -> ActionRecord:
             "the record holds what cannot be stored: a NUL character, an unpaired surrogate, a non-finite "
             f"number, or nesting deeper than {MAX_RECORD_DEPTH} levels"
         )
-    values = {spec.name: spec.read(raw) for spec in (*COMMON_FIELDS, *RECORD_FIELDS[kind])}
+    specs = (*COMMON_FIELDS, *RECORD_FIELDS[kind])
+    values = {spec.name: spec.read(raw) for spec in specs}
+    unknown = sorted(set(raw) - {spec.name for spec in specs})
+    if unknown:
+        # Only what the methodology defines is decided and kept: anything else is refused, not stored.
+        shown = ", ".join(repr(name[:40]) for name in unknown[:5])
+        raise InvalidRecord(
+            f"unknown field {shown}: a {kind.value} record has only its documented fields", field=unknown[0][:64]
+        )
     if values["kind"] is not None and values["kind"] != kind.value:
         raise InvalidRecord(f"this partner reports {kind.value} records, not {values['kind']!r}", field="kind")
     common = (values["external_id"], values["account_ref"], kind)

@@ -114,3 +114,22 @@ async def test_names_of_partners_merchants_offers_and_operators_refuse_invisible
     assert good.status_code == 201, good.text
     renamed = await api.patch(f"/v1/merchant/offers/{good.json()['id']}", json={"title": f"x{hidden}"}, headers=headers)
     assert renamed.status_code == 422 and renamed.json()["code"] == "invalid_input", renamed.text
+
+
+async def test_an_unknown_field_is_refused_and_named(
+    api: AsyncTestClient, partner: PartnerHandle, admin: dict[str, str], sms_gateway: Any
+) -> None:
+    """Strict input: a field nobody defined is an error naming it, in request bodies and in partner records."""
+    otp = await api.post("/v1/auth/otp", json={"phone": "+8613800138000", "phnoe": "x"})
+    assert otp.status_code == 422 and otp.json()["code"] == "invalid_input" and "phnoe" in otp.text
+    merchant = await api.post("/v1/operator/merchants", json={"name": "Shop", "nmae": "typo"}, headers=admin)
+    assert merchant.status_code == 422 and "nmae" in merchant.text
+    resident = bearer(await sign_in_resident(api, sms_gateway))
+    link = {"partner_id": partner.id, "partner_account_ref": "CARD-1", "link_code": "123456", "extra": 1}
+    linked = await api.post("/v1/me/links", json=link, headers=resident)
+    assert linked.status_code == 422 and "extra" in linked.text
+
+    record = {**trip("CARD-1", yesterday_at(4), 20, 5_000), "loyalty_tier": "gold"}
+    [result] = (await push(api, partner, [record])).json()["results"]
+    assert (result["outcome"], result["reason"]) == ("rejected", "invalid_record")
+    assert "unknown field 'loyalty_tier'" in result["detail"]

@@ -29,7 +29,7 @@ from ledger import Entry
 Ref = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, description=ID_RULE)]
 
 
-class NewLink(Struct):
+class NewLink(Struct, forbid_unknown_fields=True):
     partner_id: UUID
     partner_account_ref: Ref
     link_code: Annotated[str, Meta(min_length=1, max_length=64, description="The code the partner's app shows")]
@@ -46,7 +46,7 @@ class LinkOut(Struct):
         return cls(link.id, link.partner_id, link.partner_account_ref, link.created_at)
 
 
-class NewClaim(Struct):
+class NewClaim(Struct, forbid_unknown_fields=True):
     partner_id: UUID
     external_id: Ref
 
@@ -216,7 +216,7 @@ class ReviewItem(Struct):
     record: dict[str, Any]
 
 
-class ReviewDecision(Struct):
+class ReviewDecision(Struct, forbid_unknown_fields=True):
     decision: Literal["approve", "reject"]
     reason: Annotated[str, Meta(min_length=1, max_length=500)]
 

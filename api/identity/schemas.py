@@ -19,7 +19,7 @@ Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Secret = Annotated[str, Meta(min_length=1, max_length=1024)]
 
 
-class OtpRequest(Struct):
+class OtpRequest(Struct, forbid_unknown_fields=True):
     phone: Annotated[str, Meta(min_length=6, max_length=32, examples=["+8613800138000"])]
 
 
@@ -27,16 +27,16 @@ class OtpSent(Struct):
     expires_in: int
 
 
-class OtpVerify(Struct):
+class OtpVerify(Struct, forbid_unknown_fields=True):
     phone: Annotated[str, Meta(min_length=6, max_length=32)]
     code: Annotated[str, Meta(pattern=r"^[0-9]{6}$")]
 
 
-class IdTokenExchange(Struct):
+class IdTokenExchange(Struct, forbid_unknown_fields=True):
     id_token: Annotated[str, Meta(min_length=1, max_length=8192)]
 
 
-class OperatorLogin(Struct):
+class OperatorLogin(Struct, forbid_unknown_fields=True):
     username: Annotated[str, Meta(min_length=1, max_length=64)]
     password: Secret
 
@@ -44,7 +44,7 @@ class OperatorLogin(Struct):
         check_names(username=self.username)
 
 
-class RefreshRequest(Struct):
+class RefreshRequest(Struct, forbid_unknown_fields=True):
     refresh_token: Secret
 
 
@@ -96,14 +96,14 @@ class SessionOut(Struct):
         )
 
 
-class NewMerchant(Struct):
+class NewMerchant(Struct, forbid_unknown_fields=True):
     name: Name
 
     def __post_init__(self) -> None:
         check_names(name=self.name)
 
 
-class NewPartner(Struct):
+class NewPartner(Struct, forbid_unknown_fields=True):
     name: Name
     kind: PartnerKind
     api_base_url: Annotated[str, Meta(pattern=r"^https?://[^\s]+$", max_length=500)]
