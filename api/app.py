@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from api import actions, audit_log, exchange, identity, oversight, redemptions, webhooks
 from api.client_address import parse_networks
 from api.database import open_engine, provide_db_session
+from api.observability import RequestIds, configure_logging
 from api.errors import EXCEPTION_HANDLERS
 from api.guards import provide_principal
 from api.health import HealthController
@@ -147,8 +148,8 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
     def provide_methodologies() -> MethodologyRegistry:
         return methodologies
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return Litestar(
+    configure_logging(settings)
+    app = Litestar(
         route_handlers=[
             HealthController,
             LedgerLogController,
@@ -212,3 +213,6 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             ),
         ),
     )
+    # Outermost: every answer, a 404 included, carries its request id, and is logged once.
+    app.asgi_handler = RequestIds(app.asgi_handler, settings.trusted_proxies)
+    return app

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
+from api.observability import configure_logging
 from api.settings import Settings
 from integrations.simulators.command import add_simulate_command, simulate
 from integrations.embedded_postgres import (
@@ -59,7 +60,14 @@ async def _serve(settings: Settings) -> None:
         if not settings.database_url:  # embedded: log in as the service's own role, not the superuser
             url = await service_login_url(url, settings)
         app = create_app(settings, url)
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            log_config=None,  # our handler and format (api.observability)
+            access_log=False,  # one line per request comes from api.observability
+        )
         server = uvicorn.Server(config)
         log.info("carbon-rewards listening on http://%s:%d (docs at /schema)", settings.host, settings.port)
         await server.serve()
@@ -353,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
         print(f"carbon-rewards: bad configuration (CARBON_* environment): {problems}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     try:
         if args.command == "serve" and settings.workers > 1:
             _serve_workers(settings)

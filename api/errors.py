@@ -15,6 +15,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from api.observability import current_request_id
 from api.database import DatabaseBusy, DatabaseUnavailable
 from domain.errors import CarbonRewardsError, ErrorKind, InvalidInput
 from ledger import current_outage, database_unreachable
@@ -64,6 +65,7 @@ def problem(
         "status": status,
         "detail": detail,
         "instance": request.url.path,
+        "request_id": current_request_id(),
         **extra,
     }
     return Response(content=body, status_code=status, media_type=PROBLEM_JSON)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,9 @@ class Settings(BaseSettings):
         "and housekeeping, which are safe side by side. One Python process uses one core.",
     )
     log_level: str = "INFO"
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="Log lines as JSON (auto: when standard error is not a terminal) or as text."
+    )
     trusted_proxies: list[str] = Field(
         default=[],
         description="Reverse proxies (addresses or CIDR blocks, JSON list) whose X-Forwarded-For is believed; "

@@ -34,7 +34,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
 def run_workers(app: str, *, host: str, port: int, workers: int, log_level: str) -> None:
     """Serve the app factory ``app`` ("module:function", importable in a new process) from ``workers``
     processes until Ctrl-C; uvicorn's supervisor restarts a worker that dies."""
-    config = uvicorn.Config(app, factory=True, host=host, port=port, workers=workers, log_level=log_level)
+    config = uvicorn.Config(
+        app, factory=True, host=host, port=port, workers=workers, log_level=log_level, log_config=None, access_log=False
+    )
     listener = listening_socket(host, port)
     try:
         with contextlib.suppress(KeyboardInterrupt):

@@ -44,8 +44,9 @@ class EmbeddedPostgres:
         import pgserver
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log.info("starting embedded PostgreSQL in %s", self.data_dir)
         starting = self.running_url() is None
+        if starting:  # attaching to a running server is not worth a line
+            log.info("starting embedded PostgreSQL in %s", self.data_dir)
         self._server = pgserver.get_server(self.data_dir, cleanup_mode="delete" if self.ephemeral else "stop")
         if starting:
             mode = "delete" if self.ephemeral else "stop"

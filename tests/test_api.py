@@ -57,6 +57,7 @@ async def test_unknown_route_is_a_problem_document(client: AsyncTestClient) -> N
         "status": 404,
         "detail": "Not Found",
         "instance": "/no/such/thing",
+        "request_id": response.headers["x-request-id"],
     }
 
 
