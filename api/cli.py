@@ -143,6 +143,28 @@ def _db_url(settings: Settings) -> int:
     return 0
 
 
+def _db_shell(settings: Settings, psql_args: list[str]) -> int:
+    """psql on the database in use: the embedded one must be running (``serve``); with ``DATABASE_URL``, that."""
+    import subprocess
+
+    import pgserver
+
+    if settings.database_url:
+        url = str(settings.database_url)
+    else:
+        running = EmbeddedPostgres(settings.data_dir / "pg").running_url()
+        if running is None:
+            print(
+                f"the embedded PostgreSQL in {settings.data_dir / 'pg'} is not running; start it with "
+                "`carbon-rewards serve`",
+                file=sys.stderr,
+            )
+            return 1
+        url = with_database(running, EMBEDDED_DATABASE)
+    psql = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
+    return subprocess.call([str(psql), url, *psql_args])
+
+
 def _print_report(report: VerifyReport, checked: str) -> int:
     print(f"log: {report.tree_size} leaves, {report.checkpoints_checked} checkpoints checked")
     if report.ok:
@@ -317,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(serve)
     data_dir(commands.add_parser("migrate", help="upgrade the database schema to the latest revision"))
     data_dir(commands.add_parser("db-url", help="print the database URL in use (last line)"))
+    shell = commands.add_parser(
+        "db-shell",
+        help="open psql on the database in use (the psql the embedded server ships); "
+        "arguments after -- go to psql, e.g. -- -c 'SELECT 1'",
+    )
+    data_dir(shell)
+    shell.add_argument("psql_args", nargs=argparse.REMAINDER)
     ledger = commands.add_parser("ledger", help="audit the ledger's tamper-evident log")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
     verify = ledger_commands.add_parser(
@@ -369,6 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_serve(settings))
         elif args.command == "migrate":
             asyncio.run(_migrate(settings))
+        elif args.command == "db-shell":
+            return _db_shell(settings, [a for a in args.psql_args if a != "--"])
         elif args.command == "db-url":
             return _db_url(settings)
         elif args.command == "ledger" and args.ledger_command == "verify":

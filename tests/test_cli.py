@@ -157,6 +157,8 @@ async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path, in_pro
         service.kill()
     assert not postgres_processes(data_dir), "Ctrl-C must stop the embedded PostgreSQL"
     assert (await in_process("db-url", "--data-dir", str(data_dir)))[0] == 1  # nothing running any more
+    code, out, err = await in_process("db-shell", "--data-dir", str(data_dir))
+    assert code == 1 and "is not running" in err and len(err.strip().splitlines()) == 1
 
     code, out, err = await in_process("migrate", "--data-dir", str(data_dir))
     assert code == 0, out + err
@@ -189,6 +191,14 @@ async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path, in_pro
         finally:
             await conn.close()
         assert (data_dir / "db-service-password").stat().st_mode & 0o777 == 0o600
+        shell = subprocess.run(
+            [sys.executable, "-m", "api.cli", "db-shell", "--data-dir", str(data_dir), "--", "-tAc", "SELECT 40 + 2"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+        )
+        assert shell.returncode == 0 and shell.stdout.strip() == "42", shell.stdout + shell.stderr
         service = await asyncpg.connect(service_url)
         try:
             await service.execute("RESET ROLE")
