@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import httpx
 
 from domain.signatures import SIGNATURE_HEADER, sign
-from tests.helpers import unused_port
+from api.app import create_app
+from tests.helpers import identity_settings, served, sign_in_operator, unused_port
 from tests.test_cli import embedded_env
 
 
@@ -90,3 +95,69 @@ def test_simulate_refuses_a_share_of_refusals_outside_0_to_1() -> None:
             timeout=60,
         )
         assert done.returncode == 2 and "a share from 0 to 1" in done.stderr, done.stderr
+
+
+async def test_a_simulator_that_registers_itself_writes_its_credentials_for_use_by_hand(
+    database_url: str, sms_gateway: Any, city_idp: Any, tmp_path: Path
+) -> None:
+    app = create_app(identity_settings(sms_gateway, city_idp), database_url)
+    credentials_file = tmp_path / "partner.json"
+    async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        admin = await sign_in_operator(client, database_url, "admin")
+        env = {**embedded_env(), "CARBON_SIM_OPERATOR_TOKEN": admin["access_token"]}
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "api.cli",
+                "simulate",
+                "transit",
+                "--service-url",
+                url,
+                "--accounts",
+                "1",
+                "--credentials-file",
+                str(credentials_file),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            lines: list[str] = []
+            deadline = time.monotonic() + 120
+            while not any("credentials written" in line for line in lines):
+                assert time.monotonic() < deadline, "".join(lines)
+                line = await asyncio.to_thread(child.stdout.readline)  # type: ignore[union-attr]
+                assert line or child.poll() is None, "".join(lines)
+                lines.append(line)
+            assert credentials_file.stat().st_mode & 0o777 == 0o600
+            credentials = json.loads(credentials_file.read_text())
+            assert credentials["partner_id"] and credentials["webhook_secret"].startswith("whsec_")
+            # By hand: a token from the file's client credentials, then a push signed with its webhook secret.
+            grant = {
+                "grant_type": "client_credentials",
+                "client_id": credentials["client_id"],
+                "client_secret": credentials["client_secret"],
+            }
+            token = (await client.post("/v1/auth/token", data=grant)).json()["access_token"]
+            body = json.dumps({"records": [{"external_id": "by-hand-1", "account_ref": "NOBODY-1"}]}).encode()
+            signature = sign(credentials["webhook_secret"], int(time.time()), "POST", "/v1/partner/actions:batch", body)
+            pushed = await client.post(
+                "/v1/partner/actions:batch",
+                content=body,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    SIGNATURE_HEADER: signature,
+                    "Content-Type": "application/json",
+                },
+            )
+            assert pushed.status_code == 200, pushed.text  # accepted (and the record refused on its own merits)
+        finally:
+            child.send_signal(signal.SIGINT)
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()

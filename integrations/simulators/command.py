@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 
@@ -44,6 +45,12 @@ def add_simulate_command(commands: Any) -> None:
         "the receiving side of a reported trade); default 0: every record creditable",
     )
     simulate.add_argument("--batch", type=int, default=10, help="records per push (default 10)")
+    simulate.add_argument(
+        "--credentials-file",
+        type=Path,
+        help="where a simulator that registers itself writes its client id and secrets (mode 0600); "
+        "default ./carbon-rewards-<kind>-partner.json",
+    )
 
 
 def simulate(args: argparse.Namespace) -> int:
@@ -72,5 +79,6 @@ def simulate(args: argparse.Namespace) -> int:
         push_every_s=args.push_every,
         batch=args.batch,
         refusals=args.refusals,
+        credentials_file=args.credentials_file,
     )
     return 0

@@ -19,12 +19,14 @@ A slow answer still pending when the simulator stops is sent at once.
 from __future__ import annotations
 
 import json
+import os
 import random
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -252,6 +254,15 @@ class PartnerSimulator(SimulatorServer):
         return 200, {"mode": mode}
 
 
+def write_credentials(path: Path, credentials: dict[str, Any]) -> None:
+    """The partner's client id and secrets, readable by the owner only (created so, never widened)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        json.dump(credentials, out, indent=2)
+        out.write("\n")
+
+
 def _client_token(client: httpx.Client, client_id: str, client_secret: str) -> str:
     response = client.post(
         "/v1/auth/token",
@@ -275,6 +286,7 @@ def run_demo(
     push_every_s: float | None = None,
     batch: int = 10,
     refusals: float = 0.0,
+    credentials_file: Path | None = None,
 ) -> None:
     """``carbon-rewards simulate``: serve a partner until Ctrl-C, optionally registering it and pushing traffic.
 
@@ -300,7 +312,11 @@ def run_demo(
             credentials = created.json()["credentials"]
             client_id, client_secret = credentials["client_id"], credentials["client_secret"]
             webhook_secret = credentials["webhook_secret"]
-            print(f"registered as partner {created.json()['partner']['id']} (client {client_id})", flush=True)
+            partner_id = created.json()["partner"]["id"]
+            print(f"registered as partner {partner_id} (client {client_id})", flush=True)
+            path = credentials_file or Path(f"carbon-rewards-{simulator.kind.value}-partner.json")
+            write_credentials(path, {"service_url": service_url, "partner_id": partner_id, **credentials})
+            print(f"credentials written to {path} (mode 0600): push records as this partner by hand", flush=True)
         if webhook_secret:
             simulator.configure(webhook_secret)
         refs = [simulator.open_account() for _ in range(accounts)]
