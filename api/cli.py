@@ -11,12 +11,13 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from pydantic import ValidationError
 
+from api import ledger_commands
 from api.observability import configure_logging
 from api.settings import Settings
 from integrations.simulators.command import add_simulate_command, simulate
@@ -25,13 +26,6 @@ from integrations.embedded_postgres import (
     EmbeddedPostgres,
     with_database,
 )
-
-if TYPE_CHECKING:
-    import asyncpg
-
-    from ledger import Checkpoint, VerifyReport
-
-T = TypeVar("T")
 
 log = logging.getLogger("carbon_rewards")
 
@@ -163,98 +157,6 @@ def _db_shell(settings: Settings, psql_args: list[str]) -> int:
         url = with_database(running, EMBEDDED_DATABASE)
     psql = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
     return subprocess.call([str(psql), url, *psql_args])
-
-
-def _print_report(report: VerifyReport, checked: str) -> int:
-    print(f"log: {report.tree_size} leaves, {report.checkpoints_checked} checkpoints checked")
-    if report.ok:
-        print(f"OK: every {checked} verifies")
-        return 0
-    if report.first_bad_position is not None:
-        print(f"FAILED: first bad position {report.first_bad_position}")
-    else:
-        print("FAILED")
-    for problem in report.problems:
-        where = f"[position {problem.position}] " if problem.position is not None else ""
-        print(f"  {problem.kind}: {where}{problem.detail}")
-    return 1
-
-
-async def _on_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    """Run ``work`` on one connection to the database in use (starting the embedded server if needed)."""
-    import asyncpg
-
-    from api.database import resolve_database
-
-    async with resolve_database(settings) as url:
-        conn = await asyncpg.connect(url)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-
-_UNREADABLE: Any = object()
-
-
-def _trusted_checkpoint(settings: Settings, path: Path | None) -> Checkpoint | None:
-    """The trusted checkpoint to verify against: the file given, else the service's own if it kept one;
-    ``_UNREADABLE`` (after saying why) when the file cannot be read."""
-    from ledger import WITNESS_FILE, read_trusted_checkpoint
-
-    chosen = path or settings.data_dir / WITNESS_FILE
-    if path is None and not chosen.exists():
-        print("no trusted checkpoint kept outside the database: the log's end is checked against nothing")
-        return None
-    try:
-        trusted = read_trusted_checkpoint(chosen)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        print(f"cannot read the trusted checkpoint {chosen}: {exc}", file=sys.stderr)
-        return _UNREADABLE  # type: ignore[no-any-return]
-    print(f"trusted checkpoint: size {trusted.tree_size}, from {chosen}")
-    return trusted
-
-
-async def _verify_database(settings: Settings, trusted: Checkpoint | None = None) -> int:
-    from api.actions import check_credits_match_actions
-    from ledger import verify_database
-
-    async def verify(conn: asyncpg.Connection) -> VerifyReport:
-        report = await verify_database(conn, settings.ledger_log_origin, trusted=trusted)
-        await check_credits_match_actions(conn, report)
-        return report
-
-    report = await _on_database(settings, verify)
-    return _print_report(report, "leaf, checkpoint root, signature, balance and action credit")
-
-
-def _verify_export(path: Path, trusted: Checkpoint | None = None) -> int:
-    from ledger import ExportFormatError, read_export, verify_log
-
-    try:
-        export = read_export(path)
-        report = verify_log(export.records(), export.checkpoints, export.keys, export.origin, trusted)
-    except (OSError, ExportFormatError, KeyError, ValueError) as exc:
-        print(f"cannot read {path}: {exc}", file=sys.stderr)
-        return 2
-    print(f"export of log {export.origin!r}")
-    return _print_report(report, "leaf, checkpoint root and signature")
-
-
-async def _export(settings: Settings, output: Path) -> int:
-    from ledger import export_lines
-
-    async def write(conn: asyncpg.Connection) -> int:
-        leaves = 0
-        with output.open("w", encoding="utf-8") as out:
-            async for line in export_lines(conn, settings.ledger_log_origin):
-                out.write(line)
-                leaves += line.startswith('{"type":"leaf"')
-        return leaves
-
-    count = await _on_database(settings, write)
-    print(f"exported {count} sealed transfers to {output}")
-    return 0
 
 
 def _operator_password() -> str:
@@ -403,14 +305,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "db-url":
             return _db_url(settings)
         elif args.command == "ledger" and args.ledger_command == "verify":
-            trusted = _trusted_checkpoint(settings, args.trusted_checkpoint)
-            if trusted is _UNREADABLE:
+            trusted = ledger_commands.trusted_checkpoint(settings, args.trusted_checkpoint)
+            if trusted is ledger_commands.UNREADABLE:
                 return 2
             if args.export:
-                return _verify_export(args.export, trusted)
-            return asyncio.run(_verify_database(settings, trusted))
+                return ledger_commands.verify_export(args.export, trusted)
+            return asyncio.run(ledger_commands.verify_database(settings, trusted))
         elif args.command == "ledger" and args.ledger_command == "export":
-            return asyncio.run(_export(settings, args.output))
+            return asyncio.run(ledger_commands.export(settings, args.output))
         elif args.command == "exchange" and args.exchange_command == "verify":
             return _verify_evidence(args.file)
         elif args.command == "simulate":

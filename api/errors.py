@@ -7,7 +7,10 @@ logged with their traceback and answered with the ``internal_error`` problem.
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
+import uuid
 from typing import Any
 
 import sqlalchemy.exc
@@ -80,6 +83,41 @@ def _domain_error(request: Request[Any, Any, Any], exc: CarbonRewardsError) -> R
     return response
 
 
+_PARAMETER = re.compile(r"\{(\w+):(\w+)\}")
+
+
+@functools.lru_cache(maxsize=8)
+def _uuid_routes(paths: tuple[str, ...]) -> list[tuple[re.Pattern[str], list[str]]]:
+    """Each route template with UUID parameters, as a pattern that takes any segment in their place."""
+    found = []
+    for path in paths:
+        names = [name for name, kind in _PARAMETER.findall(path) if kind == "uuid"]
+        if not names:
+            continue
+        pattern, last = "", 0
+        for parameter in _PARAMETER.finditer(path):
+            pattern += re.escape(path[last : parameter.start()]) + f"(?P<{parameter[1]}>[^/]+)"
+            last = parameter.end()
+        pattern += re.escape(path[last:])
+        found.append((re.compile(pattern), names))
+    return found
+
+
+def _malformed_uuid(request: Request[Any, Any, Any]) -> str | None:
+    """The path parameter that is not a UUID, when the path fits a route but for that (a 422, not a 404)."""
+    paths = tuple(route.path for route in request.app.routes)
+    for pattern, names in _uuid_routes(paths):
+        match = pattern.fullmatch(request.url.path)
+        if match is None:
+            continue
+        for name in names:
+            try:
+                uuid.UUID(match[name])
+            except ValueError:
+                return name
+    return None
+
+
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     status = exc.status_code
     code = _CODE_BY_STATUS.get(status, "http_error")
@@ -87,6 +125,10 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     if isinstance(exc, ValidationException):
         status, code = 422, "invalid_input"
         extra["errors"] = exc.extra if isinstance(exc.extra, list) else [exc.extra] if exc.extra else []
+    elif isinstance(exc, NotFoundException) and (parameter := _malformed_uuid(request)) is not None:
+        status, code = 422, "invalid_input"
+        extra["errors"] = [{"key": parameter, "message": f"{parameter} must be a UUID", "source": "path"}]
+        exc = ValidationException(detail=f"{parameter} in the path is not a UUID")
     elif isinstance(exc, NotFoundException):
         code = "not_found"
     headers = exc.headers or {}

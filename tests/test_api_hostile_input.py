@@ -187,3 +187,22 @@ async def test_a_signature_time_with_a_digit_that_is_not_ascii_is_a_401(
     async with served(app) as url, httpx.AsyncClient(base_url=url) as client:
         response = await client.post("/v1/partner/actions:batch", content=b'{"records": [{}]}', headers=headers)
     assert response.status_code == 401 and response.json()["code"] == "signature_invalid", response.text
+
+
+async def test_a_malformed_uuid_in_a_path_is_a_422_naming_it_not_a_404(
+    api: AsyncTestClient, callers: dict[str, Any]
+) -> None:
+    resident = callers["resident"]
+    for method, path, name in (
+        ("GET", "/v1/me/actions/not-a-uuid", "action_id"),
+        ("DELETE", "/v1/me/links/12345", "link_id"),
+        ("GET", "/v1/operator/actions/xyz", "action_id"),
+    ):
+        headers = callers["admin"] if "operator" in path else resident
+        response = await api.request(method, path, headers=headers)
+        assert response.status_code == 422 and response.json()["code"] == "invalid_input", (path, response.text)
+        assert name in response.text
+    assert (
+        await api.get("/v1/me/actions/" + "0" * 8 + "-0000-0000-0000-" + "0" * 12, headers=resident)
+    ).status_code == 404
+    assert (await api.get("/v1/no/such/thing")).status_code == 404
