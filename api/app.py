@@ -11,6 +11,8 @@ the operators' job runner, and stops and closes everything on shutdown.
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,7 +44,8 @@ from domain.methodologies import MethodologyRegistry
 from integrations.witness import HttpWitness
 from ledger import WITNESS_FILE, CheckpointWitness, DatabaseOutage, Ledger, LogReader, Sealer, use_outage
 
-API_VERSION = "0.5.0"
+#: One version number for the project, kept in pyproject.toml: the installed package's.
+API_VERSION = version("carbon-rewards")
 
 log = logging.getLogger(__name__)
 

@@ -155,3 +155,11 @@ VALID_RECORDS: dict[ActionKind, dict[str, object]] = {
         "weight_g": 900,
     },
 }
+
+
+async def test_the_api_version_is_the_installed_packages(client: AsyncTestClient) -> None:
+    """One version number for the project, kept in pyproject.toml."""
+    from importlib.metadata import version
+
+    schema = (await client.get("/schema/openapi.json")).json()
+    assert schema["info"]["version"] == version("carbon-rewards")
