@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 STATUS_BY_KIND: dict[ErrorKind, int] = {
+    ErrorKind.MALFORMED: 400,
     ErrorKind.INVALID: 422,
     ErrorKind.UNAUTHENTICATED: 401,
     ErrorKind.FORBIDDEN: 403,

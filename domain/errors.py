@@ -11,6 +11,8 @@ from typing import Any
 
 
 class ErrorKind(StrEnum):
+    #: The body cannot be read at all (not JSON, nested too deeply): 400, like the framework's own.
+    MALFORMED = "malformed"
     INVALID = "invalid"
     UNAUTHENTICATED = "unauthenticated"
     FORBIDDEN = "forbidden"
@@ -43,6 +45,14 @@ class InvalidInput(CarbonRewardsError):
     code = "invalid_input"
     kind = ErrorKind.INVALID
     title = "The request is not valid"
+
+
+class MalformedBody(CarbonRewardsError):
+    """A body that cannot be read as what the route takes: the same 400 on every route."""
+
+    code = "bad_request"
+    kind = ErrorKind.MALFORMED
+    title = "Bad request"
 
 
 class NotFound(CarbonRewardsError):

@@ -206,3 +206,25 @@ async def test_a_malformed_uuid_in_a_path_is_a_422_naming_it_not_a_404(
         await api.get("/v1/me/actions/" + "0" * 8 + "-0000-0000-0000-" + "0" * 12, headers=resident)
     ).status_code == 404
     assert (await api.get("/v1/no/such/thing")).status_code == 404
+
+
+async def test_bad_json_is_a_400_on_every_route_alike(api: AsyncTestClient, callers: dict[str, Any]) -> None:
+    spec = (await api.get("/schema/openapi.json")).json()
+    answers = {}
+    for template, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if "application/json" not in (operation.get("requestBody") or {}).get("content", {}):
+                continue
+            url = template
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path":
+                    url = url.replace("{" + parameter["name"] + "}", "00000000-0000-0000-0000-000000000000")
+            headers = {**callers[role_for(template)], "Content-Type": "application/json"}
+            response = await api.request(method.upper(), url, content=b'{"unterminated', headers=headers)
+            answers[(method, template)] = (response.status_code, response.json().get("code"))
+    token = await api.post(
+        "/v1/auth/token", content=b'{"grant_type": "client_', headers={"Content-Type": "application/json"}
+    )
+    answers[("post", "/v1/auth/token (JSON)")] = (token.status_code, token.json()["code"])
+    wrong = {k: v for k, v in answers.items() if v != (400, "bad_request") and v[0] not in (401, 403)}
+    assert len(answers) > 20 and not wrong, wrong

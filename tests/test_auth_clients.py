@@ -81,7 +81,9 @@ async def test_input_postgresql_cannot_store_is_a_clear_422(api: AsyncTestClient
     nul_client = await token_for(api, {"client_id": "mer_\x00", "client_secret": "x"})
     nul_login = await api.post("/v1/auth/operator/login", json={"username": "admin\x00", "password": "x"})
     nul_path = await api.post("/v1/operator/clients/%00/secret", headers={**admin, "Idempotency-Key": "nul-path"})
-    for response in (not_json, nul_client, nul_login, nul_path):
+    # Bad JSON is a 400 on every route alike (the framework's own answer for the routes it decodes).
+    assert not_json.status_code == 400 and not_json.json()["code"] == "bad_request", not_json.text
+    for response in (nul_client, nul_login, nul_path):
         assert response.status_code == 422, response.text
         assert response.headers["content-type"].startswith("application/problem+json")
         assert response.json()["code"] == "invalid_input"

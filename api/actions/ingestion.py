@@ -30,7 +30,7 @@ from api.actions.runtime import ActionsRuntime, get_partner
 from api.database import lookup_session, raw_connection
 from domain.actions import MAX_BATCH, ActionKind, ActionStatus, InvalidRecord, local_day, month_start, parse_record
 from domain.decision import Decision, Known, Rules, Submitted, decide, parse_submission
-from domain.errors import InvalidInput
+from domain.errors import InvalidInput, MalformedBody
 from domain.fraud import VOLUME_HISTORY, hour_of
 from domain.identity import Principal
 from domain.signatures import SignatureReplayed, verify
@@ -47,7 +47,7 @@ def parse_batch(body: bytes) -> list[Any]:
     try:
         document = json.loads(body, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):
-        raise InvalidInput("the body is not JSON") from None
+        raise MalformedBody("the body is not JSON") from None
     records = document.get("records") if isinstance(document, dict) else None
     if not isinstance(records, list) or not 1 <= len(records) <= MAX_BATCH:
         raise InvalidInput(f'send {{"records": [...]}} with 1 to {MAX_BATCH} records', field="records")

@@ -51,7 +51,7 @@ from api.identity.schemas import (
 )
 from api.request_meta import RequestMeta
 from api.settings import Settings
-from domain.errors import InvalidInput
+from domain.errors import InvalidInput, MalformedBody
 from domain.identity import Principal
 
 IdempotencyKey = Annotated[
@@ -158,7 +158,7 @@ async def _client_credentials(request: Request[Any, Any, Any]) -> tuple[str, str
         try:
             parsed = await request.json()
         except (ValueError, SerializationException) as exc:
-            raise InvalidInput("the body is not valid JSON") from exc
+            raise MalformedBody("the body is not valid JSON") from exc
         body = parsed if isinstance(parsed, dict) else {}
     else:
         body = {}
