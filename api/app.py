@@ -23,7 +23,9 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
+from swagger_ui_bundle import swagger_ui_path
 from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -44,6 +46,8 @@ from domain.methodologies import MethodologyRegistry
 from integrations.witness import HttpWitness
 from ledger import WITNESS_FILE, CheckpointWitness, DatabaseOutage, Ledger, LogReader, Sealer, use_outage
 
+#: Where the API docs page's scripts and styles are served from (the swagger-ui-bundle package).
+DOCS_ASSETS = "/schema/assets"
 #: One version number for the project, kept in pyproject.toml: the installed package's.
 API_VERSION = version("carbon-rewards")
 
@@ -154,6 +158,9 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
     configure_logging(settings)
     app = Litestar(
         route_handlers=[
+            create_static_files_router(
+                path=DOCS_ASSETS, directories=[swagger_ui_path], name="docs-assets", include_in_schema=False
+            ),
             HealthController,
             LedgerLogController,
             MethodologyController,
@@ -203,7 +210,15 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             version=API_VERSION,
             description="Rewards residents' verified low-carbon actions with points on a tamper-evident ledger.",
             path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            # The docs page's scripts and styles come from the service itself (a package), not a CDN.
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    path=["/", "/swagger"],
+                    js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                    css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                    standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+                )
+            ],
             components=Components(
                 security_schemes={
                     "bearer": SecurityScheme(
