@@ -167,6 +167,8 @@ def _operator_password() -> str:
     password = os.environ.get("CARBON_OPERATOR_PASSWORD")
     if password:
         return password
+    if not sys.stdin.isatty():
+        raise SystemExit("carbon-rewards: no terminal to ask for the password on: set CARBON_OPERATOR_PASSWORD")
     password = getpass.getpass("password: ")
     if getpass.getpass("repeat password: ") != password:
         raise SystemExit("the passwords differ")
@@ -293,6 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"carbon-rewards: bad configuration (CARBON_* environment): {problems}", file=sys.stderr)
         return 2
     configure_logging(settings)
+    refusal = _refusal(args, settings)
+    if refusal is not None:
+        print(f"carbon-rewards: {refusal}", file=sys.stderr)
+        return 1
     try:
         if args.command == "serve" and settings.workers > 1:
             _serve_workers(settings)
@@ -321,7 +327,43 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_create_operator(settings, args.username, args.role))
     except KeyboardInterrupt:
         return 130
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a command ends in one clear line, never a traceback
+        log.debug("command failed", exc_info=exc)
+        print(f"carbon-rewards: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+#: Commands that work on an existing database: they never create one (``serve`` does).
+_NEEDS_A_DATABASE = frozenset({"migrate", "db-url", "db-shell", "ledger", "operator"})
+
+
+def _refusal(args: argparse.Namespace, settings: Settings) -> str | None:
+    """Why the command cannot run, said before it creates or starts anything; None when it can."""
+    import socket
+
+    if args.command == "serve":
+        with socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((settings.host, settings.port))
+            except OSError as exc:
+                return f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+        return None
+    if args.command == "ledger" and getattr(args, "export", None):
+        return None  # an export file is verified offline
+    if args.command == "ledger" and args.ledger_command == "export" and not args.output.parent.is_dir():
+        return f"cannot write {args.output}: no directory {args.output.parent}"
+    if args.command in _NEEDS_A_DATABASE and not settings.database_url:
+        cluster = settings.data_dir / "pg"
+        if not (cluster / "PG_VERSION").exists():
+            return (
+                f"no database in {settings.data_dir.resolve()}: `carbon-rewards serve --data-dir DIR` creates one, "
+                "or set DATABASE_URL"
+            )
+    return None
 
 
 if __name__ == "__main__":

@@ -97,14 +97,20 @@ def verify_export(path: Path, trusted: Checkpoint | None = None) -> int:
 async def export(settings: Settings, output: Path) -> int:
     from ledger import export_lines
 
+    partial = output.with_name(output.name + ".partial")
+
     async def write(conn: asyncpg.Connection) -> int:
         leaves = 0
-        with output.open("w", encoding="utf-8") as out:
+        with partial.open("w", encoding="utf-8") as out:
             async for line in export_lines(conn, settings.ledger_log_origin):
                 out.write(line)
                 leaves += line.startswith('{"type":"leaf"')
         return leaves
 
-    count = await on_database(settings, write)
+    try:
+        count = await on_database(settings, write)
+        partial.replace(output)  # only a whole export gets the name asked for
+    finally:
+        partial.unlink(missing_ok=True)
     print(f"exported {count} sealed transfers to {output}")
     return 0

@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -266,3 +267,61 @@ async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path, in_pro
     finally:
         restarted.kill()
     assert not postgres_processes(data_dir)
+
+
+async def test_commands_without_a_database_or_a_free_port_end_in_one_line_and_create_nothing(
+    tmp_path: Path, in_process: Any
+) -> None:
+    empty = tmp_path / "no-such-data-dir"
+    export = tmp_path / "ledger.jsonl"
+    for args in (
+        ("ledger", "verify", "--data-dir", str(empty)),
+        ("ledger", "export", "--output", str(export), "--data-dir", str(empty)),
+        ("db-url", "--data-dir", str(empty)),
+        ("db-shell", "--data-dir", str(empty)),
+        ("migrate", "--data-dir", str(empty)),
+        ("operator", "create", "--username", "alice", "--role", "admin", "--data-dir", str(empty)),
+    ):
+        code, out, err = await in_process(*args)
+        assert code == 1, (args, out, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in out + err, (args, err)
+        assert not (empty / "pg").exists(), f"{args} created a cluster"
+    assert not export.exists() and not list(tmp_path.glob("*.partial")), "no export file is left behind"
+
+    code, out, err = await in_process("ledger", "export", "--output", str(tmp_path / "missing" / "x.jsonl"))
+    assert code == 1 and "no directory" in err
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out, err = await in_process("serve", "--port", str(port), "--data-dir", str(empty))
+    assert code == 1 and f"cannot listen on 127.0.0.1:{port}" in err and len(err.strip().splitlines()) == 1
+    assert not (empty / "pg").exists(), "serve must check the port before it creates anything"
+
+
+def test_operator_create_with_no_terminal_and_no_password_says_so(data_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CARBON_OPERATOR_PASSWORD")}
+    (data_dir / "pg").mkdir(parents=True, exist_ok=True)
+    (data_dir / "pg" / "PG_VERSION").write_text("16\n")  # as if a database were there; it is never reached
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "operator",
+            "create",
+            "--username",
+            "bob",
+            "--role",
+            "admin",
+            "--data-dir",
+            str(data_dir),
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode != 0 and "set CARBON_OPERATOR_PASSWORD" in done.stderr and "Traceback" not in done.stderr
