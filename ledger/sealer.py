@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,9 +67,28 @@ class Sealer:
         self.witnesses = list(witnesses)
         #: Why the sealer refuses to sign (the log does not extend the last checkpoint it signed), if it does.
         self.refusal: str | None = None
+        #: The largest checkpoint the witnesses hold, read outside the sealing transaction (a slow witness
+        #: must not hold it open) at most every ``checkpoint_interval_s``, and raised by what this sealer keeps.
+        self._witnessed: Checkpoint | None = None
+        self._witnessed_at: float | None = None
+
+    async def _refresh_witnessed(self) -> None:
+        now = time.monotonic()
+        if not self.witnesses or (
+            self._witnessed_at is not None and now - self._witnessed_at < self.checkpoint_interval_s
+        ):
+            return
+        found = await witness.latest_witnessed(self.witnesses)
+        self._remember(found)
+        self._witnessed_at = now
+
+    def _remember(self, checkpoint: Checkpoint | None) -> None:
+        if checkpoint is not None and (self._witnessed is None or checkpoint.tree_size > self._witnessed.tree_size):
+            self._witnessed = checkpoint
 
     async def seal_once(self, *, force_checkpoint: bool = False) -> SealRound:
         """One sealing transaction; ``force_checkpoint`` signs a checkpoint whenever the tree grew."""
+        await self._refresh_witnessed()
         async with self.pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SEALER_LOCK_KEY):
                 return SealRound(0, -1, None, locked_out=True)
@@ -106,6 +126,7 @@ class Sealer:
         if checkpoint is not None:
             # Only once committed: a witness never runs ahead of the database.
             await witness.keep_everywhere(self.witnesses, checkpoint)
+            self._remember(checkpoint)
         return SealRound(len(leaves), edge.size, checkpoint)
 
     async def _maybe_checkpoint(
@@ -124,7 +145,7 @@ class Sealer:
         )
         if not due:
             return None
-        trusted = await witness.latest_witnessed(self.witnesses)
+        trusted = self._witnessed
         if trusted is not None:
             problem = await witness.extension_problem(conn, trusted, edge.size)
             if problem is not None:
