@@ -137,23 +137,9 @@ async def capture(session: AsyncSession, rt: RedemptionsRuntime, merchant_id: uu
         await count_hit(session, bucket, window, now)
         raise CodeNotFound("check the code with the customer (letters and digits, the hyphen is optional)")
     await _ensure_held(session, redemption)
-    conn = await raw_connection(session)
-    post = NewTransfer(
-        id=uuid.uuid5(redemption.id, "capture"),
-        debit_account_id=None,
-        credit_account_id=None,
-        amount=None,
-        ledger=None,
-        code=TransferCode.REDEMPTION,
-        reference=f"redemption:{redemption.id}",
-        post_pending=True,
-        pending_id=redemption.hold_transfer_id,
+    conn, posted = await _resolve_hold(
+        session, redemption, "capture", "the code expired before it was captured; the points were released"
     )
-    [posted] = await apply_in_transaction(conn, [post])
-    if posted.result in _EXPIRED_IN_LEDGER:
-        await _expire(conn, session, [redemption])
-        raise CodeExpired("the code expired before it was captured; the points were released")
-    _require_applied(posted)
     redemption.status, redemption.captured_at = RedemptionStatus.CAPTURED.value, posted.timestamp
     await session.flush()
     await events.emit(conn, EventType.REDEMPTION_CAPTURED, [redemption])
@@ -169,23 +155,9 @@ async def void(session: AsyncSession, redemption_id: uuid.UUID, by: VoidedBy, ow
     if redemption is None or owner != owner_id:
         raise RedemptionNotFound(f"no redemption {redemption_id}")
     await _ensure_held(session, redemption)
-    conn = await raw_connection(session)
-    release = NewTransfer(
-        id=uuid.uuid5(redemption.id, "void"),
-        debit_account_id=None,
-        credit_account_id=None,
-        amount=None,
-        ledger=None,
-        code=TransferCode.REDEMPTION,
-        reference=f"redemption:{redemption.id}",
-        void_pending=True,
-        pending_id=redemption.hold_transfer_id,
+    conn, voided = await _resolve_hold(
+        session, redemption, "void", "the code had expired already; the points were released"
     )
-    [voided] = await apply_in_transaction(conn, [release])
-    if voided.result in _EXPIRED_IN_LEDGER:
-        await _expire(conn, session, [redemption])
-        raise CodeExpired("the code had expired already; the points were released")
-    _require_applied(voided)
     redemption.status, redemption.voided_at = RedemptionStatus.VOIDED.value, voided.timestamp
     redemption.voided_by = by.value
     await repository.return_stock(conn, {redemption.offer_id: 1})
@@ -244,6 +216,32 @@ async def _ensure_held(session: AsyncSession, redemption: Redemption) -> None:
     if status == RedemptionStatus.VOIDED:
         raise CodeVoided(f"voided by the {redemption.voided_by}")
     raise CodeExpired("the code expired; the points were released")
+
+
+async def _resolve_hold(
+    session: AsyncSession, redemption: Redemption, resolution: str, expired_detail: str
+) -> tuple[asyncpg.Connection, TransferOutcome]:
+    """Post (``capture``) or void (``void``) the redemption's hold in the ledger; ``CodeExpired`` when the
+    ledger's expiry released it first (the redemption is then marked expired)."""
+    conn = await raw_connection(session)
+    resolve = NewTransfer(
+        id=uuid.uuid5(redemption.id, resolution),
+        debit_account_id=None,
+        credit_account_id=None,
+        amount=None,
+        ledger=None,
+        code=TransferCode.REDEMPTION,
+        reference=f"redemption:{redemption.id}",
+        post_pending=resolution == "capture",
+        void_pending=resolution == "void",
+        pending_id=redemption.hold_transfer_id,
+    )
+    [outcome] = await apply_in_transaction(conn, [resolve])
+    if outcome.result in _EXPIRED_IN_LEDGER:
+        await _expire(conn, session, [redemption])
+        raise CodeExpired(expired_detail)
+    _require_applied(outcome)
+    return conn, outcome
 
 
 async def _expire(conn: asyncpg.Connection, session: AsyncSession, redemptions: Sequence[Redemption]) -> None:
