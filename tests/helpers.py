@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import atexit
 import base64
+import logging
 import random
 import re
 import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -21,6 +22,7 @@ from typing import Any
 from uuid import UUID
 
 from api.database import migrate
+from api.observability import JsonFormatter
 from api.settings import Settings
 from domain.methodologies import MethodologyRegistry, points_for
 from integrations.embedded_postgres import drop_database, ensure_database, with_database
@@ -75,6 +77,34 @@ def expected(kind: str, category: str, quantity: int, at: datetime) -> Expected:
     reduction = methodology.reduction(category, quantity)
     grams = reduction.grams_co2e
     return Expected(grams, points_for(grams, Decimal(10)), methodology.version, str(reduction.factor))
+
+
+class KeptLogs(logging.Handler):
+    """Every log record while attached to the root logger, and each as the service writes it in JSON. Tests
+    use it rather than pytest's capture, whose handler the migrations' logging configuration replaces."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(JsonFormatter())
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    @property
+    def lines(self) -> list[str]:
+        return [self.format(record) for record in self.records]
+
+
+@contextmanager
+def kept_logs() -> Iterator[KeptLogs]:
+    handler = KeptLogs()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
 
 
 async def make_account(

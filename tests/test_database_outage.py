@@ -14,7 +14,7 @@ from litestar.testing import AsyncTestClient
 from api.app import create_app
 from api.database import migrate
 from integrations.embedded_postgres import EmbeddedPostgres, ensure_database, with_database
-from tests.helpers import APP_ROLE, app_settings
+from tests.helpers import APP_ROLE, app_settings, kept_logs
 
 
 @pytest.fixture
@@ -28,17 +28,6 @@ def own_server(tmp_path: Path) -> Any:
         embedded.stop()
 
 
-class Kept(logging.Handler):
-    """Keeps every record (the migration's logging configuration replaces pytest's capture handler)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 async def test_requests_and_loops_say_503_and_the_log_says_it_once_per_outage(own_server: Any) -> None:
     embedded, server_url = own_server
     await ensure_database(server_url, "outage")
@@ -48,10 +37,7 @@ async def test_requests_and_loops_say_503_and_the_log_says_it_once_per_outage(ow
     login = {"username": "nobody-here", "password": "not the password at all"}
     async with AsyncTestClient(app=app) as client:
         assert (await client.post("/v1/auth/operator/login", json=login)).status_code == 401
-        caplog = Kept()
-        root = logging.getLogger()
-        root.addHandler(caplog)
-        try:
+        with kept_logs() as caplog:
             await asyncio.to_thread(embedded.stop)
             answers = [await client.post("/v1/auth/operator/login", json=login) for _ in range(5)]
             await asyncio.sleep(0.5)  # the sealer and housekeeping fail a few rounds meanwhile
@@ -74,5 +60,3 @@ async def test_requests_and_loops_say_503_and_the_log_says_it_once_per_outage(ow
             else:
                 pytest.fail("the service did not recover when the database came back")
             assert any("database reachable again" in r.getMessage() for r in caplog.records)
-        finally:
-            root.removeHandler(caplog)

@@ -6,33 +6,20 @@ any line of a full flow."""
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import httpx
 
 from api.app import create_app
-from api.observability import JsonFormatter
 from tests.helpers import (
     bearer,
     create_operator,
     identity_settings,
+    kept_logs,
     last_code,
     random_phone,
     served,
 )
-
-
-class Kept(logging.Handler):
-    """Every record, formatted as the service writes JSON lines."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(JsonFormatter())
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
 
 
 async def test_json_request_lines_request_ids_and_no_secrets_in_a_full_flow(
@@ -40,11 +27,8 @@ async def test_json_request_lines_request_ids_and_no_secrets_in_a_full_flow(
 ) -> None:
     settings = identity_settings(sms_gateway, city_idp, trusted_proxies=["127.0.0.1/32"], log_format="json")
     app = create_app(settings, database_url)
-    kept = Kept()
-    root = logging.getLogger()
-    root.addHandler(kept)
     secrets: list[str] = []
-    try:
+    with kept_logs() as kept:
         async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
             # Request ids: a trusted proxy's is kept, a plain id only; otherwise one is made.
             kept_id = await client.get("/v1/methodologies", headers={"X-Request-ID": "edge-7f3a"})
@@ -68,7 +52,9 @@ async def test_json_request_lines_request_ids_and_no_secrets_in_a_full_flow(
                     "/v1/auth/operator/login", json={"username": username, "password": "operator passphrase 42"}
                 )
             ).json()
-            shop = (await client.post("/v1/operator/merchants", json={"name": "Log shop"}, headers=bearer(admin))).json()
+            shop = (
+                await client.post("/v1/operator/merchants", json={"name": "Log shop"}, headers=bearer(admin))
+            ).json()
             grant = {
                 "grant_type": "client_credentials",
                 "client_id": shop["credentials"]["client_id"],
@@ -89,8 +75,6 @@ async def test_json_request_lines_request_ids_and_no_secrets_in_a_full_flow(
                 shop["credentials"]["client_secret"],
                 merchant["access_token"],
             ]
-    finally:
-        root.removeHandler(kept)
 
     records = [json.loads(line) for line in kept.lines]  # every line is JSON
     requests = [r for r in records if r["logger"] == "carbon_rewards.requests"]
