@@ -16,6 +16,7 @@ from importlib.metadata import version
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import httpx
 from litestar.config.cors import CORSConfig
@@ -27,7 +28,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 from litestar.openapi.spec import Components, SecurityScheme
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from api import actions, audit_log, exchange, identity, oversight, redemptions, webhooks
 from api.client_address import parse_networks
@@ -40,18 +41,38 @@ from api.housekeeping import Retention, housekeeping_task
 from api.keys import checkpoint_signer
 from api.transparency import LedgerLogController
 from api.methodologies import MethodologyController
+from api.metrics import Metrics, MetricsController
 from api.request_meta import request_meta_provider
 from api.settings import Settings
 from domain.methodologies import MethodologyRegistry
 from integrations.witness import HttpWitness
-from ledger import WITNESS_FILE, CheckpointWitness, DatabaseOutage, Ledger, LogReader, Sealer, use_outage
+from ledger import (
+    WITNESS_FILE,
+    CheckpointWitness,
+    DatabaseOutage,
+    Ledger,
+    LogReader,
+    PeriodicTask,
+    Sealer,
+    use_outage,
+)
 
 #: Where the API docs page's scripts and styles are served from (the swagger-ui-bundle package).
 DOCS_ASSETS = "/schema/assets"
+#: How often a worker records its pools' connections when workers share metrics.
+POOL_SAMPLE_INTERVAL_S = 5.0
 #: One version number for the project, kept in pyproject.toml: the installed package's.
 API_VERSION = version("carbon-rewards")
 
 log = logging.getLogger(__name__)
+
+
+class Background(Protocol):
+    """A loop the app runs for its lifetime."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 def app_from_environment() -> Litestar:
@@ -69,6 +90,7 @@ def app_from_environment() -> Litestar:
 def create_app(settings: Settings, database_url: str) -> Litestar:
     """Build the app for an already migrated database at ``database_url``."""
     methodologies = MethodologyRegistry.load()
+    metrics = Metrics(settings.metrics_multiprocess_dir)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -82,6 +104,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             max_batch=settings.ledger_max_batch,
             writers=settings.ledger_writers,
             expiry_interval_s=settings.pending_expiry_interval_s,
+            observe_group=metrics.group_committed,
         )
         http = httpx.AsyncClient(timeout=settings.http_timeout_s, follow_redirects=False)
         token = settings.ledger_witness_token
@@ -104,7 +127,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
         )
         app.state.ledger = ledger
         app.state.log_reader = LogReader(ledger.pool, settings.ledger_log_origin, long_reads=settings.long_reads)
-        engine = app.state.engine = open_engine(settings, database_url)
+        engine = app.state.engine = open_engine(settings, database_url, metrics.pool_waited)
         webhook_http = httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False)
         exchange_http = httpx.AsyncClient(timeout=settings.exchange_timeout_s, follow_redirects=False)
         try:
@@ -112,13 +135,15 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             app.state.identity = await identity.open_identity(settings, app.state.sessionmaker, http)
             app.state.tokens = app.state.identity.tokens
             secret = app.state.identity.secret
-            app.state.actions = actions.open_actions(settings, methodologies, secret)
+            app.state.actions = actions.open_actions(
+                settings, methodologies, secret, metrics.partner_called, metrics.actions_decided
+            )
             app.state.redemptions = redemptions.open_redemptions(settings, secret)
             app.state.webhooks = webhooks.open_webhooks(settings, secret)
             app.state.exchange = exchange.open_exchange(secret)
             jobs_runner = app.state.jobs_runner = oversight.JobRunner(app.state.sessionmaker, app.state.log_reader)
             submitter = exchange.open_submitter(settings, app.state.sessionmaker, exchange_http)
-            background = [
+            background: list[Background] = [
                 sealer,
                 housekeeping_task(
                     app.state.sessionmaker, Retention.from_settings(settings), settings.housekeeping_interval_s
@@ -126,6 +151,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
                 redemptions.expiry_task(app.state.sessionmaker, settings.pending_expiry_interval_s),
                 webhooks.open_dispatcher(settings, app.state.sessionmaker, secret, webhook_http),
                 *([submitter] if submitter else []),
+                *([_pool_sampler(metrics, engine, ledger)] if settings.metrics_multiprocess_dir else []),
             ]
             for task in background:
                 task.start()
@@ -136,6 +162,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
                     await task.stop()
                 await jobs_runner.close()
                 await app.state.actions.partners.aclose()
+                metrics.process_stopped()
         finally:
             await exchange_http.aclose()
             await webhook_http.aclose()
@@ -155,6 +182,9 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
     def provide_methodologies() -> MethodologyRegistry:
         return methodologies
 
+    def provide_metrics() -> Metrics:
+        return metrics
+
     configure_logging(settings)
     app = Litestar(
         route_handlers=[
@@ -162,6 +192,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
                 path=DOCS_ASSETS, directories=[swagger_ui_path], name="docs-assets", include_in_schema=False
             ),
             HealthController,
+            MetricsController,
             LedgerLogController,
             MethodologyController,
             *identity.ROUTES,
@@ -186,6 +217,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             "sessionmaker": from_state("sessionmaker"),
             "settings": Provide(provide_settings, sync_to_thread=False),
             "methodologies": Provide(provide_methodologies, sync_to_thread=False),
+            "metrics": Provide(provide_metrics, sync_to_thread=False),
             "db_session": Provide(provide_db_session),
             "request_meta": Provide(
                 request_meta_provider(parse_networks(settings.trusted_proxies)), sync_to_thread=False
@@ -232,5 +264,15 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
         ),
     )
     # Outermost: every answer, a 404 included, carries its request id, and is logged once.
-    app.asgi_handler = RequestIds(app.asgi_handler, settings.trusted_proxies)
+    app.asgi_handler = RequestIds(app.asgi_handler, settings.trusted_proxies, metrics.request_finished)
     return app
+
+
+def _pool_sampler(metrics: Metrics, engine: AsyncEngine, ledger: Ledger) -> PeriodicTask:
+    """With workers sharing metrics, a scrape runs in one of them: each records its own pools regularly."""
+
+    async def sample() -> bool:
+        metrics.sample_pools(engine, ledger)
+        return False
+
+    return PeriodicTask("metrics-pool-sampler", sample, POOL_SAMPLE_INTERVAL_S)

@@ -79,6 +79,7 @@ def _serve_workers(settings: Settings) -> None:
 
     from api.database import migrate_if_behind, service_login_url, start_embedded_database
     from api.keys import prepare_keys
+    from api.metrics import reset_multiprocess_dir
     from api.workers import run_workers
 
     embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir / "pg")
@@ -92,8 +93,14 @@ def _serve_workers(settings: Settings) -> None:
     try:
         url = asyncio.run(prepare_database())
         prepare_keys(settings)
+        # The workers share their metrics through files here, so that any worker's /metrics covers all.
+        shared_metrics = settings.metrics_multiprocess_dir or settings.data_dir.resolve() / "metrics"
+        reset_multiprocess_dir(shared_metrics)
         os.environ.update(
-            DATABASE_URL=url, CARBON_DATA_DIR=str(settings.data_dir.resolve()), CARBON_DEMO=str(settings.demo).lower()
+            DATABASE_URL=url,
+            CARBON_DATA_DIR=str(settings.data_dir.resolve()),
+            CARBON_DEMO=str(settings.demo).lower(),
+            PROMETHEUS_MULTIPROC_DIR=str(shared_metrics),
         )
         log.info(
             "carbon-rewards listening on http://%s:%d with %d workers (docs at /schema)",

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -28,6 +29,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from api.settings import Settings
 from domain.errors import CarbonRewardsError, ServiceUnavailable
@@ -64,7 +66,30 @@ def sqlalchemy_url(url: str) -> str:
     raise ValueError("DATABASE_URL must start with postgresql://")
 
 
-def open_engine(settings: Settings, database_url: str) -> AsyncEngine:
+class _TimedPool(AsyncAdaptedQueuePool):
+    """The requests' pool, telling ``observe_wait`` how long each checkout waited for a connection."""
+
+    observe_wait: Callable[[float], None] | None = None
+    #: Log under SQLAlchemy's own pool logger (quiet below WARNING), not under this module.
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.AsyncAdaptedQueuePool"
+
+    def _do_get(self):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        try:
+            return super()._do_get()
+        finally:
+            if self.observe_wait is not None:
+                self.observe_wait(time.perf_counter() - started)
+
+    def recreate(self):  # type: ignore[no-untyped-def]
+        pool = super().recreate()
+        pool.observe_wait = self.observe_wait
+        return pool
+
+
+def open_engine(
+    settings: Settings, database_url: str, observe_wait: Callable[[float], None] | None = None
+) -> AsyncEngine:
     """The SQLAlchemy engine of the non-ledger tables, assuming the service role on every connection.
 
     The pool has a fixed size: a burst beyond it waits for a connection instead of opening "overflow"
@@ -72,13 +97,31 @@ def open_engine(settings: Settings, database_url: str) -> AsyncEngine:
     and asyncpg's type introspection (~60 ms of server time here), so under load the overflow
     connections had cost more than the requests they served.
     """
-    return create_async_engine(
+    engine = create_async_engine(
         sqlalchemy_url(database_url),
+        poolclass=_TimedPool,
         pool_size=settings.db_pool_size,
         max_overflow=0,
         pool_timeout=settings.db_pool_timeout_s,
         connect_args={"server_settings": {"role": settings.db_app_role, "jit": "off"}},
     )
+    engine.pool.observe_wait = observe_wait  # type: ignore[attr-defined]
+    return engine
+
+
+#: ``session.info`` key of what to run once the request's transaction has committed.
+_AFTER_COMMIT = "carbon_rewards.after_commit"
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the request's transaction has committed, and never if it rolls back: for
+    counts (metrics) that must not include work that was undone."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+def _committed(session: AsyncSession) -> None:
+    for callback in session.info.pop(_AFTER_COMMIT, []):
+        callback()
 
 
 async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
@@ -93,6 +136,7 @@ async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
         except CarbonRewardsError as exc:
             if exc.keeps_writes:
                 await session.commit()
+                _committed(session)
             else:
                 await session.rollback()
             raise
@@ -101,6 +145,7 @@ async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
             raise
         else:
             await session.commit()
+            _committed(session)
             (getattr(state, "outage", None) or current_outage()).recovered()
 
 

@@ -15,6 +15,7 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from ipaddress import ip_address
@@ -99,9 +100,15 @@ def configure_logging(settings: Settings) -> None:
 class RequestIds:
     """ASGI wrapper: the request id, the ``X-Request-ID`` header, and one log line per request."""
 
-    def __init__(self, app: Any, trusted_proxies: list[str]) -> None:
+    def __init__(
+        self,
+        app: Any,
+        trusted_proxies: list[str],
+        on_finished: Callable[[str, str, int, float], None] | None = None,
+    ) -> None:
         self.app = app
         self.proxies: tuple[Network, ...] = parse_networks(trusted_proxies)
+        self.on_finished = on_finished
 
     def _trusted(self, scope: Any) -> bool:
         client = scope.get("client")
@@ -141,16 +148,15 @@ class RequestIds:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            method, route = scope.get("method", ""), scope.get("path_template") or None
             log.info(
                 "%s %s %d",
-                scope.get("method"),
-                scope.get("path_template") or "(no route)",
+                method,
+                route or "(no route)",
                 status,
-                extra={
-                    "method": scope.get("method"),
-                    "route": scope.get("path_template") or None,
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                },
+                extra={"method": method, "route": route, "status": status, "duration_ms": round(seconds * 1000, 1)},
             )
+            if self.on_finished is not None:
+                self.on_finished(method, route or "(no route)", status, seconds)
             _REQUEST_ID.reset(token)

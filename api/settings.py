@@ -51,6 +51,17 @@ class Settings(BaseSettings):
         "cross-origin, such as a web console; none by default.",
     )
 
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that may read GET /metrics from anywhere; without it, only loopback clients "
+        "that come through no proxy may read it.",
+    )
+    metrics_multiprocess_dir: Path | None = Field(
+        default=None,
+        validation_alias="PROMETHEUS_MULTIPROC_DIR",
+        description="Where worker processes share their metrics (set by `serve --workers N`; emptied at start).",
+    )
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies_are_networks(cls, value: list[str]) -> list[str]:

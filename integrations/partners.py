@@ -39,6 +39,20 @@ from integrations.circuit import Circuit
 class PartnerUnavailable(ServiceUnavailable):
     code = "partner_unavailable"
     title = "The partner's system is unavailable; try again shortly"
+    #: Why, for the call metrics: ``unavailable``, ``timeout``, ``busy`` or ``circuit_open``.
+    outcome = "unavailable"
+
+
+class PartnerTimedOut(PartnerUnavailable):
+    outcome = "timeout"
+
+
+class PartnerBusy(PartnerUnavailable):
+    outcome = "busy"
+
+
+class CircuitOpen(PartnerUnavailable):
+    outcome = "circuit_open"
 
 
 class PartnerBadResponse(BadUpstreamResponse):
@@ -76,6 +90,11 @@ class RetryPolicy:
     breaker_cooldown_s: float = 30.0
 
 
+#: Told of each call to a partner: its id, the outcome (``ok``, ``not_found``, ``bad_response``,
+#: ``unavailable``, ``timeout``, ``busy``, ``circuit_open``), its duration (s) and the circuit's state after it.
+CallObserver = Callable[[UUID, str, float, str], None]
+
+
 class PartnerGateway:
     """Signed, retried, circuit-broken, bulkheaded calls to partners (one instance per process, shared;
     ``aclose`` it at shutdown)."""
@@ -85,8 +104,10 @@ class PartnerGateway:
         policy: RetryPolicy,
         limits: PartnerLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        observe: CallObserver | None = None,
     ) -> None:
         self._policy = policy
+        self._observe = observe
         self._limits = limits or PartnerLimits()
         self._clock = clock
         self._breakers: dict[UUID, Circuit] = {}
@@ -139,6 +160,25 @@ class PartnerGateway:
 
     async def _get_json(self, partner: PartnerEndpoint, path: str, params: dict[str, str] | None) -> Any:
         """GET and decode JSON; None for 404. Retries transient failures; trips the breaker."""
+        if self._observe is None:
+            return await self._call(partner, path, params)
+        started, outcome = time.perf_counter(), "unavailable"
+        try:
+            body = await self._call(partner, path, params)
+            outcome = "ok" if body is not None else "not_found"
+            return body
+        except PartnerBadResponse:
+            outcome = "bad_response"
+            raise
+        except PartnerUnavailable as exc:
+            outcome = exc.outcome
+            raise
+        finally:
+            self._observe(
+                partner.partner_id, outcome, time.perf_counter() - started, self.circuit_state(partner.partner_id)
+            )
+
+    async def _call(self, partner: PartnerEndpoint, path: str, params: dict[str, str] | None) -> Any:
         breaker = self._breakers.get(partner.partner_id)
         if breaker is None:
             breaker = self._breakers[partner.partner_id] = Circuit(
@@ -146,7 +186,7 @@ class PartnerGateway:
             )
         wait = breaker.refusal()
         if wait is not None:
-            raise PartnerUnavailable(
+            raise CircuitOpen(
                 "calls to this partner are paused after repeated failures",
                 headers={"Retry-After": str(max(1, int(wait) + 1))},
                 circuit="open",
@@ -156,7 +196,7 @@ class PartnerGateway:
                 return await self._attempts(partner, breaker, path, params)
         except TimeoutError:
             breaker.failed()
-            raise PartnerUnavailable(
+            raise PartnerTimedOut(
                 f"the partner's system did not answer within {self._limits.deadline_s:g} s",
                 headers={"Retry-After": "5"},
             ) from None
@@ -176,7 +216,7 @@ class PartnerGateway:
                 response = await http.send(request, stream=True)
             except httpx.PoolTimeout:
                 # This partner's own share of connections is in use: busy, not failing; not retried.
-                raise PartnerUnavailable(
+                raise PartnerBusy(
                     "too many calls to this partner are in flight; retry shortly", headers={"Retry-After": "1"}
                 ) from None
             except httpx.TimeoutException:

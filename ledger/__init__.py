@@ -53,7 +53,7 @@ from ledger.inspection import (
 )
 from ledger.periodic import PeriodicTask
 from ledger.sealer import Sealer
-from ledger.service import Ledger, expiry_void, expiry_void_id
+from ledger.service import GroupObserver, Ledger, LogStatus, expiry_void, expiry_void_id
 from ledger.statements import Entry, Movements, account_entries, posted_movements
 from ledger.store import apply_in_transaction
 from ledger.transparency import LogReader, LongRead
@@ -124,6 +124,8 @@ __all__ = [
     "NewAccount",
     "NewTransfer",
     "PeriodicTask",
+    "GroupObserver",
+    "LogStatus",
     "PublicKey",
     "RecomputeReport",
     "RunningEntry",

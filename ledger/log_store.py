@@ -73,9 +73,7 @@ EMPTY_HEAD = LogHead(0, -1, UUID(int=0))
 
 
 async def log_head(conn: asyncpg.Connection) -> LogHead:
-    row = await conn.fetchrow(
-        "SELECT position, xact_id, transfer_id FROM ledger_log ORDER BY position DESC LIMIT 1"
-    )
+    row = await conn.fetchrow("SELECT position, xact_id, transfer_id FROM ledger_log ORDER BY position DESC LIMIT 1")
     return EMPTY_HEAD if row is None else LogHead(row["position"] + 1, row["xact_id"], row["transfer_id"])
 
 
@@ -84,9 +82,7 @@ async def seal_horizon(conn: asyncpg.Connection) -> int:
     return await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
 
 
-async def ready_transfers(
-    conn: asyncpg.Connection, head: LogHead, horizon: int, limit: int
-) -> list[asyncpg.Record]:
+async def ready_transfers(conn: asyncpg.Connection, head: LogHead, horizon: int, limit: int) -> list[asyncpg.Record]:
     """Transfers after the log's head whose transactions have finished, in seal order."""
     return await conn.fetch(
         f"""
@@ -97,6 +93,20 @@ async def ready_transfers(
         head.last_xact_id,
         head.last_transfer_id,
         horizon,
+        limit,
+    )
+
+
+async def count_unsealed(conn: asyncpg.Connection, head: LogHead, limit: int) -> int:
+    """Committed transfers after the log's head (at most ``limit``): the sealer's lag, on the sealer's index."""
+    return await conn.fetchval(
+        """
+        SELECT count(*) FROM (
+            SELECT 1 FROM ledger_transfers AS t WHERE (t.xact_id, t.id) > ($1, $2) LIMIT $3
+        ) AS unsealed
+        """,
+        head.last_xact_id,
+        head.last_transfer_id,
         limit,
     )
 
@@ -142,9 +152,7 @@ LEAF_HASHES = """
 """
 
 
-async def subtree_hashes(
-    conn: asyncpg.Connection, pieces: Iterable[tuple[int, int]]
-) -> dict[tuple[int, int], bytes]:
+async def subtree_hashes(conn: asyncpg.Connection, pieces: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
     """Hashes of complete aligned subtrees ``(level, index)``, from stored nodes or from their leaves."""
     pieces = set(pieces)
     stored = [(level, index) for level, index in pieces if level >= STORED_NODE_MIN_LEVEL]

@@ -15,14 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
-from ledger import account_store, balances, store
+from ledger import account_store, balances, log_store, store
 from ledger.availability import quiet_outage_logs
 from ledger.errors import LedgerClosed, LedgerConflict
 from ledger.models import BALANCE_SLOTS
@@ -44,6 +46,24 @@ log = logging.getLogger(__name__)
 #: Namespace of ids derived for the voids the expiry task writes (uuid5 of the pending id).
 EXPIRY_NAMESPACE = uuid.UUID("5f0b3c1e-6a43-4f0e-9b7e-2f5d1c9a7e10")
 _MAX_ATTEMPTS = 8
+
+
+#: Told of each committed group: its transfers, its submissions and how long its transaction took (s).
+GroupObserver = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class LogStatus:
+    """How far the Merkle log trails the ledger: what operators watch for a stalled sealer."""
+
+    tree_size: int
+    #: Committed transfers not yet in the log (counted up to ``UNSEALED_COUNT_LIMIT``).
+    unsealed: int
+    latest_checkpoint_at: datetime | None
+
+
+#: Counting unsealed transfers walks them; past this many the answer is "at least this many".
+UNSEALED_COUNT_LIMIT = 1_000_000
 
 
 def expiry_void_id(pending_id: UUID) -> UUID:
@@ -87,9 +107,11 @@ class Ledger:
         max_batch: int = 2000,
         writers: int = 2,
         expiry_interval_s: float | None = None,
+        observe_group: GroupObserver | None = None,
     ) -> None:
         self.pool = pool
         self.max_batch = max_batch
+        self._observe_group = observe_group
         self._queue: asyncio.Queue[_Submission | None] = asyncio.Queue()
         self._writer_count = writers
         self._expiry = (
@@ -186,8 +208,12 @@ class Ledger:
             await connection.release()
 
     async def _commit(self, group: list[_Submission], slot: int, connection: _WriterConnection) -> None:
+        started = time.perf_counter()
         try:
             results = await self._apply_with_retry([s.transfers for s in group], slot, connection)
+            if self._observe_group is not None:
+                transfers = sum(len(s.transfers) for s in group)
+                self._observe_group(transfers, len(group), time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - isolate the submission that fails
             if len(group) == 1:
                 _settle(group[0], exc=exc)
@@ -250,6 +276,13 @@ class Ledger:
     async def get_balances(self, account_ids: Sequence[UUID]) -> dict[UUID, Balance]:
         async with self.pool.acquire() as conn:
             return await balances.get_balances(conn, account_ids)
+
+    async def log_status(self) -> LogStatus:
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            head = await log_store.log_head(conn)
+            unsealed = await log_store.count_unsealed(conn, head, UNSEALED_COUNT_LIMIT)
+            checkpoint = await log_store.latest_checkpoint(conn)
+        return LogStatus(head.size, unsealed, checkpoint.timestamp if checkpoint else None)
 
     async def recompute_balances(self, *, repair: bool = False) -> RecomputeReport:
         isolation = "read_committed" if repair else "repeatable_read"

@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 import psutil
 import pytest
 
@@ -177,6 +178,21 @@ async def test_migrate_serve_db_url_interrupt_and_restart(data_dir: Path, in_pro
             if "multiprocessing.spawn" in " ".join(child.cmdline())
         ]
         assert len(workers) == 2, [c.cmdline() for c in workers]
+        # Metrics cover both workers, whichever answers the scrape: 20 requests on 20 connections, counted once.
+        for _ in range(20):
+            assert httpx.get(f"{restarted.url}/health/live", timeout=10).status_code == 200
+        for _ in range(4):
+            scraped = httpx.get(f"{restarted.url}/metrics", timeout=10)
+            assert scraped.status_code == 200, scraped.text
+            lives = [
+                sample.value
+                for family in text_string_to_metric_families(scraped.text)
+                for sample in family.samples
+                if sample.name == "carbon_http_request_duration_seconds_count"
+                and sample.labels.get("route") == "/health/live"
+            ]
+            assert lives == [20.0], lives
+        assert len(list((data_dir / "metrics").glob("*.db"))) >= 2  # the workers' shared files
         conn = await asyncpg.connect(
             (await in_process("db-url", "--data-dir", str(data_dir)))[1].strip().splitlines()[-1]
         )

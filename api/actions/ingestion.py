@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.actions import crediting, events, repository
 from api.actions.errors import NotLinkedAtPartner, RecordNotFound
 from api.actions.runtime import ActionsRuntime, get_partner
-from api.database import lookup_session, raw_connection
+from api.database import after_commit, lookup_session, raw_connection
 from domain.actions import MAX_BATCH, ActionKind, ActionStatus, InvalidRecord, local_day, month_start, parse_record
 from domain.decision import Decision, Known, Rules, Submitted, decide, parse_submission
 from domain.errors import InvalidInput, MalformedBody
@@ -71,7 +71,9 @@ async def push_batch(
     conn = await raw_connection(session)
     if not await repository.remember_signature(conn, partner.id, digest):
         raise SignatureReplayed("a request with this signature was already received; sign each request anew")
-    return await ingest(conn, rt, partner.id, ActionKind(partner.kind), raws, "push", now)
+    decisions = await ingest(conn, rt, partner.id, ActionKind(partner.kind), raws, "push", now)
+    _count_after_commit(session, rt, partner.kind, decisions)
+    return decisions
 
 
 async def claim(
@@ -100,7 +102,15 @@ async def claim(
     if record.account_ref not in refs:
         raise RecordNotFound(f"the partner has no record {external_id!r} for your linked accounts")
     [decision] = await ingest(await raw_connection(session), rt, partner_id, kind, [raw], "claim", datetime.now(UTC))
+    _count_after_commit(session, rt, kind, [decision])
     return decision
+
+
+def _count_after_commit(session: AsyncSession, rt: ActionsRuntime, kind: str, decisions: list[Decision]) -> None:
+    observe = rt.observe_decided
+    if observe is not None:
+        decided = [(d.outcome.value, d.grams_co2e) for d in decisions]
+        after_commit(session, lambda: observe(str(kind), decided))
 
 
 async def ingest(

@@ -5,6 +5,7 @@ partners' webhook secrets."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,7 +18,10 @@ from api.settings import Settings
 from domain.decision import Rules
 from domain.fraud import AnomalyRule
 from domain.methodologies import MethodologyRegistry
-from integrations.partners import PartnerEndpoint, PartnerGateway, PartnerLimits, RetryPolicy
+from integrations.partners import CallObserver, PartnerEndpoint, PartnerGateway, PartnerLimits, RetryPolicy
+
+#: Told, once a submission's transaction has committed, of its kind and each record's (outcome, grams).
+DecisionObserver = Callable[[str, Sequence[tuple[str, int]]], None]
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class ActionsRuntime:
     partners: PartnerGateway
     secret: ServerSecret
     link_limits: LinkLimits
+    observe_decided: DecisionObserver | None = None
 
     def webhook_secret(self, partner: Partner) -> str:
         return self.secret.unseal(partner.webhook_secret_sealed)
@@ -52,9 +57,15 @@ async def get_partner(session: AsyncSession, partner_id: uuid.UUID) -> Partner:
     return partner
 
 
-def open_actions(settings: Settings, methodologies: MethodologyRegistry, secret: ServerSecret) -> ActionsRuntime:
+def open_actions(
+    settings: Settings,
+    methodologies: MethodologyRegistry,
+    secret: ServerSecret,
+    observe_calls: CallObserver | None = None,
+    observe_decided: DecisionObserver | None = None,
+) -> ActionsRuntime:
     """Methodologies, conversion rate, caps, anomaly and signature rules, and the partner client (close it
-    with ``partners.aclose()``)."""
+    with ``partners.aclose()``); the observers feed the metrics."""
     return ActionsRuntime(
         rules=Rules(
             methodologies=methodologies,
@@ -79,9 +90,11 @@ def open_actions(settings: Settings, methodologies: MethodologyRegistry, secret:
                 max_response_bytes=settings.partner_max_response_bytes,
                 max_response_depth=settings.partner_max_response_depth,
             ),
+            observe=observe_calls,
         ),
         secret=secret,
         link_limits=LinkLimits(
             settings.link_failures_per_resident, settings.link_failures_per_account, settings.link_window_s
         ),
+        observe_decided=observe_decided,
     )

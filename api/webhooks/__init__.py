@@ -12,15 +12,18 @@ from api.webhooks.controllers import ROUTES
 from api.webhooks.dispatcher import Dispatcher
 from api.webhooks.events import Event, EventType, event
 from api.webhooks.outbox import Outbox
+from api.webhooks.repository import DeliveryBacklog, delivery_backlog
 from api.webhooks.runtime import WebhooksRuntime, open_dispatcher, open_webhooks
 
 __all__ = [
     "ROUTES",
+    "DeliveryBacklog",
     "Dispatcher",
     "Event",
     "EventType",
     "Outbox",
     "WebhooksRuntime",
+    "delivery_backlog",
     "event",
     "open_dispatcher",
     "open_webhooks",

@@ -147,3 +147,25 @@ async def delivery_for_update(session: AsyncSession, delivery_id: uuid.UUID) -> 
     return (
         await session.scalars(select(WebhookDelivery).where(WebhookDelivery.id == delivery_id).with_for_update())
     ).first()
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryBacklog:
+    """The outbox as operators watch it: deliveries waiting, how long the oldest has waited, and the dead."""
+
+    pending: int
+    oldest_pending_age_s: float
+    dead: int
+
+
+async def delivery_backlog(conn: asyncpg.Connection) -> DeliveryBacklog:
+    """On the partial index of pending deliveries and the status index: cheap while the backlog is small."""
+    row = await conn.fetchrow(
+        """
+        SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pending,
+               (SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+                  FROM webhook_deliveries WHERE status = 'pending') AS oldest,
+               (SELECT count(*) FROM webhook_deliveries WHERE status = 'dead') AS dead
+        """
+    )
+    return DeliveryBacklog(row["pending"], row["oldest"], row["dead"])
