@@ -42,6 +42,7 @@ from api.keys import checkpoint_signer
 from api.transparency import LedgerLogController
 from api.methodologies import MethodologyController
 from api.metrics import Metrics, MetricsController
+from api.openapi_problems import document_problems
 from api.request_meta import request_meta_provider
 from api.settings import Settings
 from domain.methodologies import MethodologyRegistry
@@ -204,6 +205,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             *exchange.ROUTES,
         ],
         lifespan=[lifespan],
+        on_startup=[document_problems],
         dependencies={
             "ledger": from_state("ledger"),
             "engine": from_state("engine"),

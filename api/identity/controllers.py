@@ -53,6 +53,8 @@ from api.request_meta import RequestMeta
 from api.settings import Settings
 from domain.errors import InvalidInput, MalformedBody
 from domain.identity import Principal
+from integrations.idp import IdentityProviderUnavailable, IdTokenInvalid
+from integrations.sms import SmsGatewayUnavailable
 
 IdempotencyKey = Annotated[
     str | None,
@@ -74,7 +76,12 @@ class AuthController(Controller):
     tags = ["auth"]
     cache_control = CacheControlHeader(no_store=True)
 
-    @post("/otp", status_code=202, summary="Send a one-time sign-in code to a phone (rate-limited)")
+    @post(
+        "/otp",
+        status_code=202,
+        summary="Send a one-time sign-in code to a phone (rate-limited)",
+        opt={"problems": [SmsGatewayUnavailable]},  # raised by the SMS sender the runtime holds
+    )
     async def send_otp(
         self,
         data: JSONBody[OtpRequest],
@@ -94,7 +101,12 @@ class AuthController(Controller):
     ) -> TokenPair:
         return TokenPair.of(await sign_in.verify_otp(db_session, identity, data.phone, data.code, request_meta))
 
-    @post("/exchange", status_code=200, summary="Sign in as a resident with the city identity provider's ID token")
+    @post(
+        "/exchange",
+        status_code=200,
+        summary="Sign in as a resident with the city identity provider's ID token",
+        opt={"problems": [IdTokenInvalid, IdentityProviderUnavailable]},  # raised by the runtime's verifier
+    )
     async def exchange(
         self,
         data: JSONBody[IdTokenExchange],

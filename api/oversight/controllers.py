@@ -21,7 +21,7 @@ from api.oversight.jobs import JobRunner
 from api.oversight.residents import resident_page
 from api.oversight.schemas import AccountOut, JobOut, ResidentPageOut, StatementEntryOut, StatementPage, TransferPage
 from domain.errors import InvalidInput
-from ledger import LedgerUnit, LogReader
+from ledger import LedgerUnit, LogReader, LongReadsBusy
 
 Cursor = Annotated[str | None, QueryParameter(required=False, max_length=200)]
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
@@ -116,6 +116,7 @@ class OversightController(Controller):
         "/ledger/verify",
         status_code=202,
         summary="Verify the whole ledger on live data, as a job: every leaf, root, signature and balance",
+        opt={"problems": [LongReadsBusy]},  # raised by the log reader the job runner holds
     )
     async def verify(self, jobs_runner: NamedDependency[JobRunner], actor: NamedDependency[Actor]) -> Response[JobOut]:
         job = await jobs_runner.start_verification(actor)
