@@ -213,16 +213,16 @@ def main() -> None:
         }
         cli = [sys.executable, "-m", "api.cli"]
         data = ["--data-dir", str(work / "data")]
-        print("creating an auditor (migrates the embedded database on first use)…", flush=True)
-        subprocess.run(
-            [*cli, "operator", "create", "--username", "bench", "--role", "auditor", *data],
-            env=env,
-            check=True,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-        )
         with process([*cli, "serve", "--port", str(port), "--workers", "1", *data], env, work / "service.log") as child:
             wait_http(f"{service}/health/ready", 180, child, work / "service.log")
+            # Only serve creates the database; operators are added to the running one.
+            subprocess.run(
+                [*cli, "operator", "create", "--username", "bench", "--role", "auditor", *data],
+                env=env,
+                check=True,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+            )
             database_url = subprocess.run(
                 [*cli, "db-url", *data], env=env, check=True, cwd=ROOT, capture_output=True, text=True
             ).stdout.splitlines()[-1]

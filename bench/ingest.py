@@ -349,14 +349,6 @@ def main() -> None:
         }
         cli = [sys.executable, "-m", "api.cli"]
         data = ["--data-dir", str(work / "data")]
-        print("creating an operator (migrates the embedded database on first use)…", flush=True)
-        subprocess.run(
-            [*cli, "operator", "create", "--username", "bench", "--role", "admin", *data],
-            env=env,
-            check=True,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-        )
         with (
             process(
                 [*cli, "serve", "--port", str(service_port), "--workers", str(args.workers), *data],
@@ -371,6 +363,14 @@ def main() -> None:
         ):
             wait_http(f"{service}/health/ready", 180, service_proc, work / "service.log")
             wait_http(f"{hello}/hello", 60, hp, work / "hello.log")
+            # Only serve creates the database; operators are added to the running one.
+            subprocess.run(
+                [*cli, "operator", "create", "--username", "bench", "--role", "admin", *data],
+                env=env,
+                check=True,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+            )
             with httpx.Client(base_url=service, timeout=60) as client:
                 login = client.post("/v1/auth/operator/login", json={"username": "bench", "password": PASSWORD})
                 login.raise_for_status()

@@ -159,14 +159,6 @@ def main() -> None:
         }
         cli = [sys.executable, "-m", "api.cli"]
         data = ["--data-dir", str(work / "data")]
-        print("creating an operator (migrates the embedded database on first use)…", flush=True)
-        subprocess.run(
-            [*cli, "operator", "create", "--username", "bench", "--role", "admin", *data],
-            env=env,
-            check=True,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-        )
         with (
             process(
                 [*cli, "serve", "--port", str(service_port), "--workers", str(args.workers), *data],
@@ -181,6 +173,14 @@ def main() -> None:
         ):
             wait_http(f"{service}/health/ready", 180, service_proc, work / "service.log")
             wait_http(f"{hello}/hello", 60, hello_proc, work / "hello.log")
+            # Only serve creates the database; operators are added to the running one.
+            subprocess.run(
+                [*cli, "operator", "create", "--username", "bench", "--role", "admin", *data],
+                env=env,
+                check=True,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+            )
             database_url = subprocess.run(
                 [*cli, "db-url", *data], env=env, check=True, cwd=ROOT, capture_output=True, text=True
             ).stdout.splitlines()[-1]
