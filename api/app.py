@@ -137,7 +137,13 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             app.state.tokens = app.state.identity.tokens
             secret = app.state.identity.secret
             app.state.actions = actions.open_actions(
-                settings, methodologies, secret, metrics.partner_called, metrics.actions_decided
+                settings,
+                methodologies,
+                secret,
+                app.state.sessionmaker,
+                metrics.partner_called,
+                metrics.actions_decided,
+                metrics.ingest_group_decided,
             )
             app.state.redemptions = redemptions.open_redemptions(settings, secret)
             app.state.webhooks = webhooks.open_webhooks(settings, secret)
@@ -162,6 +168,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
                 for task in reversed(background):
                     await task.stop()
                 await jobs_runner.close()
+                await app.state.actions.groups.close()
                 await app.state.actions.partners.aclose()
                 metrics.process_stopped()
         finally:

@@ -109,21 +109,6 @@ def open_engine(
     return engine
 
 
-#: ``session.info`` key of what to run once the request's transaction has committed.
-_AFTER_COMMIT = "carbon_rewards.after_commit"
-
-
-def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
-    """Run ``callback`` once the request's transaction has committed, and never if it rolls back: for
-    counts (metrics) that must not include work that was undone."""
-    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
-
-
-def _committed(session: AsyncSession) -> None:
-    for callback in session.info.pop(_AFTER_COMMIT, []):
-        callback()
-
-
 async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
     """The request scope's session, which owns the request's transaction.
 
@@ -136,7 +121,6 @@ async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
         except CarbonRewardsError as exc:
             if exc.keeps_writes:
                 await session.commit()
-                _committed(session)
             else:
                 await session.rollback()
             raise
@@ -145,7 +129,6 @@ async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
             raise
         else:
             await session.commit()
-            _committed(session)
             (getattr(state, "outage", None) or current_outage()).recovered()
 
 

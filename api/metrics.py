@@ -110,6 +110,21 @@ class Metrics:
             buckets=_WAITS,
             registry=into,
         )
+        self.ingest_group_requests = Histogram(
+            "carbon_ingest_group_requests",
+            "Requests (pushes, claims) per ingestion group.",
+            buckets=_GROUP_SIZES,
+            registry=into,
+        )
+        self.ingest_group_records = Histogram(
+            "carbon_ingest_group_records", "Records per ingestion group.", buckets=_GROUP_SIZES, registry=into
+        )
+        self.ingest_group_seconds = Histogram(
+            "carbon_ingest_group_seconds",
+            "How long an ingestion group took to decide and write, commit included.",
+            buckets=_WAITS,
+            registry=into,
+        )
         self.partner_calls = Histogram(
             "carbon_partner_call_duration_seconds",
             "Calls to partners' systems by partner and outcome, retries included.",
@@ -148,6 +163,11 @@ class Metrics:
         self.group_transfers.observe(transfers)
         self.group_submissions.observe(submissions)
         self.group_commit.observe(seconds)
+
+    def ingest_group_decided(self, requests: int, records: int, seconds: float) -> None:
+        self.ingest_group_requests.observe(requests)
+        self.ingest_group_records.observe(records)
+        self.ingest_group_seconds.observe(seconds)
 
     def partner_called(self, partner_id: Any, outcome: str, seconds: float, circuit: str) -> None:
         partner = str(partner_id)

@@ -98,7 +98,9 @@ def _scan(function: Callable[..., Any]) -> tuple[list[type[CarbonRewardsError]],
                 raised.append(target)
         elif isinstance(node, ast.Call):
             target = scope.resolve(node.func)
-            if isinstance(target, types.FunctionType | types.MethodType):
+            if isinstance(target, type) and issubclass(target, CarbonRewardsError):
+                raised.append(target)  # built to be raised elsewhere (a group hands it to its request)
+            elif isinstance(target, types.FunctionType | types.MethodType):
                 called.append(target)
             elif isinstance(target, type) and not issubclass(target, BaseException):
                 init = getattr(target, "__init__", None)

@@ -205,6 +205,16 @@ class Settings(BaseSettings):
     anomaly_floor_per_hour: int = Field(
         default=100_000, ge=1, description="Hourly volume below which a partner is never flagged."
     )
+    ingest_group_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="How long a partner's ingestion group waits for more submissions before it is decided; "
+        "0 = none: what arrives while a group is written forms the next one.",
+    )
+    ingest_group_max_records: int = Field(
+        default=1000, ge=1, le=10_000, description="Most records one ingestion group decides (a larger push is alone)."
+    )
     signature_tolerance_s: int = Field(
         default=300, ge=1, le=3600, description="How far a signed request's time may be from ours."
     )

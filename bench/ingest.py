@@ -303,18 +303,28 @@ async def measure(args: argparse.Namespace, service: str, hello: str, sim: str, 
             headers = {"Content-Type": "application/json", **residents[worker]["headers"]}
             return outcome(await to_service[worker].request("POST", "/v1/me/actions/claims", headers, body))
 
-        print("measuring pushed batches…", flush=True)
-        await run_for(2, BATCH_PUSHERS, batch, probe)  # warm-up
-        report(
-            f"pushed batches of {args.batch} ({BATCH_PUSHERS} pushers)",
-            await run_for(args.seconds, BATCH_PUSHERS, batch, probe),
-            "record",
-        )
-        await run_for(2, RESIDENTS, single, probe)  # warm-up: every pooled connection opened and prepared
-        report(
-            "single-record pushes (32 conns)", await run_for(args.seconds, RESIDENTS, single, probe), "record", baseline
-        )
-        report("single claims (32 residents)", await run_for(args.seconds, RESIDENTS, claim, probe), "claim", baseline)
+        if "batches" in args.only:
+            print("measuring pushed batches…", flush=True)
+            await run_for(2, BATCH_PUSHERS, batch, probe)  # warm-up
+            report(
+                f"pushed batches of {args.batch} ({BATCH_PUSHERS} pushers)",
+                await run_for(args.seconds, BATCH_PUSHERS, batch, probe),
+                "record",
+            )
+        if "singles" in args.only:
+            await run_for(2, RESIDENTS, single, probe)  # warm-up: every pooled connection opened and prepared
+            print("measuring single-record pushes…", flush=True)
+            report(
+                "single-record pushes (32 conns)",
+                await run_for(args.seconds, RESIDENTS, single, probe),
+                "record",
+                baseline,
+            )
+        if "claims" in args.only:
+            print("measuring single claims…", flush=True)
+            report(
+                "single claims (32 residents)", await run_for(args.seconds, RESIDENTS, claim, probe), "claim", baseline
+            )
     finally:
         for connection in to_hello + to_service:
             await connection.close()
@@ -326,6 +336,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--claims-per-resident", type=int, default=200)
+    parser.add_argument(
+        "--only", default="batches,singles,claims", help="which measurements to run (comma-separated; for profiling)"
+    )
     parser.add_argument(
         "--workers",
         type=int,

@@ -173,13 +173,12 @@ class PartnerActionsController(Controller):
     async def push(
         self,
         request: Request[Any, Any, Any],
-        db_session: NamedDependency[AsyncSession],
         actions: NamedDependency[ActionsRuntime],
         principal: NamedDependency[Principal],
         signature: Annotated[str | None, HeaderParameter(name="X-Carbon-Signature", required=False)] = None,
     ) -> BatchResult:
         body = await request.body()
-        results = await ingestion.push_batch(db_session, actions, principal, signature, _signed_path(request), body)
+        results = await ingestion.push_batch(actions, principal, signature, _signed_path(request), body)
         return BatchResult.of(results)
 
 

@@ -32,6 +32,7 @@ from domain.actions import ActionKind, ActionStatus
 from domain.identity import Principal
 from ledger import LogReader, TreeSizeNotFound
 
+
 class OperatorActionsController(Controller):
     path = "/v1/operator"
     tags = ["operator"]

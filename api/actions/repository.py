@@ -175,16 +175,16 @@ async def hourly_volume(conn: asyncpg.Connection, partner_id: uuid.UUID, since: 
 # ---------------------------------------------------------------------------------------------- writes
 
 
-async def remember_signature(conn: asyncpg.Connection, partner_id: uuid.UUID, digest: str) -> bool:
-    """Record a signed request's digest; False when it was received before (a replay)."""
-    return bool(
-        await conn.fetchval(
-            "INSERT INTO partner_request_signatures (partner_id, digest) VALUES ($1, $2) "
-            "ON CONFLICT DO NOTHING RETURNING true",
-            partner_id,
-            digest,
-        )
+async def remember_signatures(conn: asyncpg.Connection, partner_id: uuid.UUID, digests: Sequence[str]) -> set[str]:
+    """Record signed requests' digests in one statement; returns those not received before (the rest are
+    replays). A digest given twice is returned once: the first request with it is the original."""
+    rows = await conn.fetch(
+        "INSERT INTO partner_request_signatures (partner_id, digest) SELECT $1, d FROM unnest($2::text[]) AS d "
+        "ON CONFLICT DO NOTHING RETURNING digest",
+        partner_id,
+        list(digests),
     )
+    return {row["digest"] for row in rows}
 
 
 async def count_volume(conn: asyncpg.Connection, partner_id: uuid.UUID, hour: datetime, records: int) -> None:

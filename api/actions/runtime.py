@@ -5,13 +5,13 @@ partners' webhook secrets."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.actions.errors import PartnerNotFound
+from api.actions.grouping import DecisionObserver, GroupObserver, IngestGroups
 from api.identity import Partner, find_partner
 from api.keys import ServerSecret
 from api.settings import Settings
@@ -19,9 +19,6 @@ from domain.decision import Rules
 from domain.fraud import AnomalyRule
 from domain.methodologies import MethodologyRegistry
 from integrations.partners import CallObserver, PartnerEndpoint, PartnerGateway, PartnerLimits, RetryPolicy
-
-#: Told, once a submission's transaction has committed, of its kind and each record's (outcome, grams).
-DecisionObserver = Callable[[str, Sequence[tuple[str, int]]], None]
 
 
 @dataclass(frozen=True)
@@ -40,7 +37,7 @@ class ActionsRuntime:
     partners: PartnerGateway
     secret: ServerSecret
     link_limits: LinkLimits
-    observe_decided: DecisionObserver | None = None
+    groups: IngestGroups
 
     def webhook_secret(self, partner: Partner) -> str:
         return self.secret.unseal(partner.webhook_secret_sealed)
@@ -61,11 +58,13 @@ def open_actions(
     settings: Settings,
     methodologies: MethodologyRegistry,
     secret: ServerSecret,
+    sessionmaker: async_sessionmaker[AsyncSession],
     observe_calls: CallObserver | None = None,
     observe_decided: DecisionObserver | None = None,
+    observe_group: GroupObserver | None = None,
 ) -> ActionsRuntime:
     """Methodologies, conversion rate, caps, anomaly and signature rules, and the partner client (close it
-    with ``partners.aclose()``); the observers feed the metrics."""
+    with ``partners.aclose()``), and the ingestion groups (``groups.close()``); the observers feed the metrics."""
     return ActionsRuntime(
         rules=Rules(
             methodologies=methodologies,
@@ -96,5 +95,13 @@ def open_actions(
         link_limits=LinkLimits(
             settings.link_failures_per_resident, settings.link_failures_per_account, settings.link_window_s
         ),
-        observe_decided=observe_decided,
+        groups=IngestGroups(
+            sessionmaker,
+            lambda partner: secret.unseal(partner.webhook_secret_sealed),
+            signature_tolerance_s=settings.signature_tolerance_s,
+            max_records=settings.ingest_group_max_records,
+            wait_s=settings.ingest_group_wait_ms / 1000,
+            observe_decided=observe_decided,
+            observe_group=observe_group,
+        ),
     )
