@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -23,7 +24,7 @@ from litestar.testing import AsyncTestClient
 from api.app import create_app
 from api.identity.tokens import AccessTokens, TokenSigningKey
 from api.keys import decode_seed
-from domain.identity import TokenInvalid
+from domain.identity import Role, TokenExpired, TokenInvalid
 from tests.helpers import (
     TEST_TOKEN_KEY,
     bearer,
@@ -296,3 +297,20 @@ async def test_a_flood_of_unknown_kids_costs_one_reload_per_interval_and_locks_n
     # Known now: no further reload.
     await tokens.verify(signed(claims(subject), key=rotated.private_key, kid=rotated.kid), now)
     assert reloads == before + 1
+
+
+async def test_a_remembered_token_still_expires_and_a_tampered_copy_is_checked_anew() -> None:
+    """Verified tokens are remembered so that their signature is checked once; the time window is not."""
+    tokens = AccessTokens(
+        KEY, issuer="carbon-rewards", audience="carbon-rewards-api", ttl=timedelta(minutes=5), keys={}
+    )
+    now = datetime.now(UTC)
+    issued = tokens.issue(uuid.uuid4(), Role.PARTNER, now).token
+    first = await tokens.verify(issued, now)
+    assert await tokens.verify(issued, now + timedelta(minutes=4)) == first
+    with pytest.raises(TokenExpired):
+        await tokens.verify(issued, now + timedelta(minutes=6))
+    header, payload, signature = issued.split(".")
+    flipped = signature[:-2] + ("AA" if not signature.endswith("AA") else "BB")
+    with pytest.raises(TokenInvalid):
+        await tokens.verify(f"{header}.{payload}.{flipped}", now)

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +27,10 @@ TOKEN_TYPE = "at+jwt"
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "nbf", "jti", "role", "scope")
 #: Clock skew tolerated between this service's instances and for `nbf`/`exp`.
 LEEWAY_S = 5
+#: Tokens whose signature this process has checked, kept with their validity window (least recently
+#: used out first). A partner's or a busy resident's token is reused for minutes; checking its
+#: signature again on every request was the largest cost of a single-record push (bench/ingest.py).
+VERIFIED_TOKENS_CACHED = 10_000
 
 _BEARER_ERROR = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
@@ -66,6 +71,11 @@ class AccessTokens:
     refused, so a flood of made-up kids costs one query per interval and cannot lock a real new
     key out. A reload that started after the token arrived has seen every key published before
     it, so its answer is final for that token.
+
+    A token verified once is remembered (``VERIFIED_TOKENS_CACHED``, by its exact text): its signature,
+    issuer, audience and claims cannot change, so a later use only checks its time window again.
+    Nothing that verification depends on is withdrawn early (a retired key stays valid until its last
+    token expires), so remembering changes no answer.
     """
 
     def __init__(
@@ -89,6 +99,7 @@ class AccessTokens:
         self._reload_interval_s = reload_interval_s
         self._reload_lock = asyncio.Lock()
         self._reload_started: float | None = None
+        self._verified: OrderedDict[str, tuple[Principal, int, int]] = OrderedDict()
 
     def issue(self, subject_id: uuid.UUID, role: Role, now: datetime) -> IssuedToken:
         scope = " ".join(SCOPES_BY_ROLE[role])
@@ -113,6 +124,25 @@ class AccessTokens:
 
     async def verify(self, token: str, now: datetime) -> Principal:
         """The principal of a valid token; ``TokenInvalid`` / ``TokenExpired`` otherwise."""
+        known = self._verified.get(token)
+        if known is not None:
+            principal, not_before, expires = known
+            moment = now.timestamp()
+            if moment >= expires + LEEWAY_S:
+                del self._verified[token]
+                raise TokenExpired(headers=_BEARER_ERROR)
+            if moment < not_before - LEEWAY_S:
+                raise TokenInvalid("the token is not valid yet", headers=_BEARER_ERROR)
+            self._verified.move_to_end(token)
+            return principal
+        principal, not_before, expires = await self._verify_signed(token)
+        self._verified[token] = (principal, not_before, expires)
+        if len(self._verified) > VERIFIED_TOKENS_CACHED:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify_signed(self, token: str) -> tuple[Principal, int, int]:
+        """Check the token's signature and claims; its principal and its ``nbf`` and ``exp``."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -148,9 +178,10 @@ class AccessTokens:
             subject_id = uuid.UUID(claims["sub"])
         except ValueError as exc:
             raise TokenInvalid("the token's subject or role is not valid", headers=_BEARER_ERROR) from exc
-        return Principal(
+        principal = Principal(
             subject_id=subject_id, role=role, token_id=str(claims["jti"]), scopes=tuple(str(claims["scope"]).split())
         )
+        return principal, int(claims["nbf"]), int(claims["exp"])
 
     async def _reload_for(self, kid: str) -> Ed25519PublicKey | None:
         if self._reload_keys is None:
