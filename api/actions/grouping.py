@@ -85,7 +85,7 @@ class IngestGroups:
         *,
         signature_tolerance_s: int = 300,
         max_records: int = 1000,
-        wait_s: float = 0.0,
+        wait_s: float = 0.005,
         observe_decided: DecisionObserver | None = None,
         observe_group: GroupObserver | None = None,
     ) -> None:
