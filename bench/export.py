@@ -40,7 +40,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import PASSWORD, free_port, process, wait_http  # noqa: E402
+from bench.ingest import PASSWORD, free_port, process, stop_on_sigterm, wait_http  # noqa: E402
 from ledger import (  # noqa: E402
     ISSUANCE_POINTS,
     Ledger,
@@ -196,6 +196,7 @@ async def export(
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transfers", type=int, default=1_000_000)
     parser.add_argument("--verify", action="store_true", help="verify the exported file offline")

@@ -13,10 +13,12 @@ made the hello-world baseline a measure of the client):
 * single-record pushes from 32 connections: records/s, p50/p99 latency;
 * single claims from 32 residents (each fetches the record from the simulator): claims/s, p50/p99.
 
-Goals (issue 5): batches ≥ 5,000 records/s; single pushes ≥ 0.25× hello world with p99 < 25 ms;
-claims ≥ 0.10× hello world with p99 < 50 ms. Every rate is also given per running second (the
-wall time minus the time the machine stood still, see ``bench/freeze_probe.py``). Everything
-started is stopped at the end, also on failure or Ctrl-C.
+Goals (issue 21): single pushes ≥ 0.20× hello world with p99 < 50 ms; claims ≥ 0.10× hello world
+with p99 < 100 ms; batches of 500 ≥ 2× hello world's requests/s in records/s. The peak resident
+memory of each service worker is printed for each load. Every rate is also given per running second
+(the wall time minus the time the machine stood still, see ``bench/freeze_probe.py``). Everything
+started is stopped at the end, also on failure or Ctrl-C. ``--only`` runs some of the measurements
+(for profiling one load with py-spy).
 
     python bench/ingest.py [--seconds 10] [--workers N]
 """
@@ -74,9 +76,7 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
     """A child process, interrupted (then killed) on exit whatever happens."""
     with log.open("wb") as out:
         # A session of its own, so that its worker processes can be killed with it if it does not stop.
-        child = subprocess.Popen(
-            args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
-        )
+        child = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
         try:
             yield child
         finally:
@@ -87,6 +87,11 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
                 except subprocess.TimeoutExpired:
                     os.killpg(child.pid, signal.SIGKILL)
                     child.wait()
+
+
+def stop_on_sigterm() -> None:
+    """``kill`` (SIGTERM) ends a benchmark like Ctrl-C: through its ``finally`` blocks, which stop what it started."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def wait_http(url: str, seconds: float, child: subprocess.Popen[bytes], log: Path) -> None:
@@ -107,6 +112,8 @@ class Timed(Measured):
 
     latencies: list[float] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)
+    #: Peak resident memory of each watched service worker during the measurement (MB).
+    peak_mb: list[float] = field(default_factory=list)
 
     def percentile(self, p: float) -> float:
         if not self.latencies:
@@ -114,8 +121,39 @@ class Timed(Measured):
         return statistics.quantiles(self.latencies, n=100, method="inclusive")[int(p) - 1] * 1000
 
 
+def service_workers(root: int) -> list[int]:
+    """The worker processes of ``carbon-rewards serve`` (pid ``root``): its Python descendants."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent:
+                frontier.append(pid)
+                with contextlib.suppress(OSError):
+                    if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        found.append(pid)
+    return sorted(found) or [root]
+
+
+def rss_mb(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 async def run_for(
-    seconds: float, workers: int, work: Callable[[int], Awaitable[dict[str, int]]], probe: FreezeProbe
+    seconds: float,
+    workers: int,
+    work: Callable[[int], Awaitable[dict[str, int]]],
+    probe: FreezeProbe,
+    watched: list[int] | None = None,
 ) -> Timed:
     """``workers`` loops of ``work(worker)`` for ``seconds``; work returns how many records ended how.
 
@@ -138,8 +176,18 @@ async def run_for(
                 if outcome.startswith(DONE):
                     measured.units += count
 
+    async def sample_memory() -> None:
+        while True:
+            measured.peak_mb = [max(a, rss_mb(pid)) for a, pid in zip(measured.peak_mb, watched or [], strict=True)]
+            await asyncio.sleep(0.1)
+
+    measured.peak_mb = [0.0] * len(watched or [])
+    sampler = asyncio.create_task(sample_memory())
     start = time.monotonic()
-    await asyncio.gather(*(loop(w) for w in range(workers)))
+    try:
+        await asyncio.gather(*(loop(w) for w in range(workers)))
+    finally:
+        sampler.cancel()
     end = time.monotonic()
     await asyncio.sleep(2 * THRESHOLD_S)
     measured.wall, measured.frozen = end - start, probe.frozen_between(start, end)
@@ -249,13 +297,37 @@ def report(name: str, m: Timed, unit: str, baseline: Timed | None = None) -> Non
     print(
         f"{name:<34} {m.rate:>9,.0f} {unit}/s{ratio}   per running s: {m.running_rate:,.0f}{running_ratio}   "
         f"p50 {m.percentile(50):.1f} ms  p99 {m.percentile(99):.1f} ms   "
-        f"frozen {m.frozen / m.wall:.0%}   {m.outcomes}",
+        f"frozen {m.frozen / m.wall:.0%}   {m.outcomes}"
+        + (f"   peak RSS per worker: {', '.join(f'{mb:.0f} MB' for mb in m.peak_mb)}" if m.peak_mb else ""),
         flush=True,
     )
 
 
-async def measure(args: argparse.Namespace, service: str, hello: str, sim: str, state: dict[str, Any]) -> None:
+async def sealed(service: str, limit_s: float = 300) -> float:
+    """Wait until the sealer has put every committed transfer in the Merkle log; returns the seconds it took.
+
+    Each load starts from a sealed log: otherwise the sealing of one load's transfers (done by the same
+    worker processes) would be counted against the next.
+    """
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=service, timeout=10) as client:
+        while time.monotonic() - started < limit_s:
+            text = (await client.get("/metrics")).text
+            lag = next(
+                (float(line.split()[1]) for line in text.splitlines() if line.startswith("carbon_ledger_sealer_lag")),
+                None,
+            )
+            if lag == 0:
+                break
+            await asyncio.sleep(0.5)
+    return time.monotonic() - started
+
+
+async def measure(
+    args: argparse.Namespace, service: str, hello: str, sim: str, state: dict[str, Any], service_pid: int
+) -> None:
     secret, token, residents = state["secret"], state["token"], state["residents"]
+    workers = service_workers(service_pid)
     trips = Trips([r["push_accounts"] for r in residents])
     probe = await FreezeProbe.start()
     to_hello = [Connection(hello) for _ in range(RESIDENTS)]
@@ -303,27 +375,35 @@ async def measure(args: argparse.Namespace, service: str, hello: str, sim: str, 
             headers = {"Content-Type": "application/json", **residents[worker]["headers"]}
             return outcome(await to_service[worker].request("POST", "/v1/me/actions/claims", headers, body))
 
-        if "batches" in args.only:
-            print("measuring pushed batches…", flush=True)
-            await run_for(2, BATCH_PUSHERS, batch, probe)  # warm-up
-            report(
-                f"pushed batches of {args.batch} ({BATCH_PUSHERS} pushers)",
-                await run_for(args.seconds, BATCH_PUSHERS, batch, probe),
-                "record",
-            )
+        # Single records first: the batches write ~1,000 trips per resident in seconds (a city's resident
+        # rides ~100 a month), and deciding a record reads its resident's month (caps, overlaps).
         if "singles" in args.only:
+            await sealed(service)
             await run_for(2, RESIDENTS, single, probe)  # warm-up: every pooled connection opened and prepared
             print("measuring single-record pushes…", flush=True)
             report(
                 "single-record pushes (32 conns)",
-                await run_for(args.seconds, RESIDENTS, single, probe),
+                await run_for(args.seconds, RESIDENTS, single, probe, workers),
                 "record",
                 baseline,
             )
         if "claims" in args.only:
+            await sealed(service)
             print("measuring single claims…", flush=True)
             report(
-                "single claims (32 residents)", await run_for(args.seconds, RESIDENTS, claim, probe), "claim", baseline
+                "single claims (32 residents)",
+                await run_for(args.seconds, RESIDENTS, claim, probe, workers),
+                "claim",
+                baseline,
+            )
+        if "batches" in args.only:
+            await sealed(service)
+            print("measuring pushed batches…", flush=True)
+            await run_for(2, BATCH_PUSHERS, batch, probe)  # warm-up
+            report(
+                f"pushed batches of {args.batch} ({BATCH_PUSHERS} pushers)",
+                await run_for(args.seconds, BATCH_PUSHERS, batch, probe, workers),
+                "record",
             )
     finally:
         for connection in to_hello + to_service:
@@ -332,6 +412,7 @@ async def measure(args: argparse.Namespace, service: str, hello: str, sim: str, 
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
     parser.add_argument("--batch", type=int, default=500)
@@ -419,7 +500,7 @@ def main() -> None:
                     "token": token,
                     "partner_id": created.json()["partner"]["id"],
                 }
-                asyncio.run(measure(args, service, hello, sim, state))
+                asyncio.run(measure(args, service, hello, sim, state, service_proc.pid))
 
 
 if __name__ == "__main__":

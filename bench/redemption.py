@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.freeze_probe import FreezeProbe  # noqa: E402
 from bench.http_load import Connection  # noqa: E402
-from bench.ingest import PASSWORD, Timed, free_port, process, report, run_for, wait_http  # noqa: E402
+from bench.ingest import PASSWORD, Timed, free_port, process, report, run_for, stop_on_sigterm, wait_http  # noqa: E402
 from integrations.simulators.sms_gateway import SmsGatewaySimulator  # noqa: E402
 from ledger import ISSUANCE_POINTS, Ledger, LedgerUnit, NewTransfer, TransferCode, resident_points_account  # noqa: E402
 
@@ -138,6 +138,7 @@ async def measure(args: argparse.Namespace, service: str, hello: str, pairs: lis
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
     parser.add_argument(
