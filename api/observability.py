@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+import contextvars
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from ipaddress import ip_address
@@ -35,6 +36,14 @@ log = logging.getLogger("carbon_rewards.requests")
 
 def current_request_id() -> str | None:
     return _REQUEST_ID.get()
+
+
+def shared_work_context() -> contextvars.Context:
+    """The current context without the request's id: for a task one request starts on behalf of several
+    (an ingestion group), whose log lines must not carry the id of whichever request came first."""
+    context = contextvars.copy_context()
+    context.run(_REQUEST_ID.set, None)
+    return context
 
 
 def _install_request_id_factory() -> None:

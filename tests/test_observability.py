@@ -87,3 +87,15 @@ async def test_json_request_lines_request_ids_and_no_secrets_in_a_full_flow(
     text = "\n".join(kept.lines)
     leaked = [secret for secret in secrets if secret and secret in text]
     assert not leaked, leaked
+
+
+def test_work_shared_by_several_requests_carries_none_of_their_ids() -> None:
+    """An ingestion group is started by one request for several: its log lines name no request."""
+    from api.observability import _REQUEST_ID, current_request_id, shared_work_context
+
+    token = _REQUEST_ID.set("first-request")
+    try:
+        assert shared_work_context().run(current_request_id) is None
+        assert current_request_id() == "first-request"
+    finally:
+        _REQUEST_ID.reset(token)

@@ -38,6 +38,7 @@ from api.actions import repository
 from api.actions.deciding import ingest
 from api.actions.errors import PartnerNotFound
 from api.database import raw_connection
+from api.observability import shared_work_context
 from api.identity import Partner, find_partner
 from domain.actions import ActionKind
 from domain.decision import Decision, Rules
@@ -110,7 +111,9 @@ class IngestGroups:
         submission = _Submission(raws, signed)
         self._queues.setdefault(key, deque()).append(submission)
         if key not in self._leaders:
-            self._leaders[key] = asyncio.create_task(self._lead(rules, key), name=f"ingest-group-{source}")
+            self._leaders[key] = asyncio.create_task(
+                self._lead(rules, key), name=f"ingest-group-{source}", context=shared_work_context()
+            )
         # Shielded: a request cancelled while it waits (its client went away) leaves the group alone.
         return await asyncio.shield(submission.future)
 
@@ -135,7 +138,9 @@ class IngestGroups:
         finally:
             del self._leaders[key]
             if queue:  # arrived while the last group was being settled
-                self._leaders[key] = asyncio.create_task(self._lead(rules, key), name=f"ingest-group-{key[1]}")
+                self._leaders[key] = asyncio.create_task(
+                    self._lead(rules, key), name=f"ingest-group-{key[1]}", context=shared_work_context()
+                )
 
     async def _decide(self, rules: Rules, key: GroupKey, group: list[_Submission]) -> None:
         self.formed += 1
