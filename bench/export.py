@@ -40,7 +40,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import PASSWORD, free_port, process, stop_on_sigterm, wait_http  # noqa: E402
+from bench.ingest import PASSWORD, add_operator, free_port, process, stop_on_sigterm, wait_http  # noqa: E402
 from ledger import (  # noqa: E402
     ISSUANCE_POINTS,
     Ledger,
@@ -216,14 +216,7 @@ def main() -> None:
         data = ["--data-dir", str(work / "data")]
         with process([*cli, "serve", "--port", str(port), "--workers", "1", *data], env, work / "service.log") as child:
             wait_http(f"{service}/health/ready", 180, child, work / "service.log")
-            # Only serve creates the database; operators are added to the running one.
-            subprocess.run(
-                [*cli, "operator", "create", "--username", "bench", "--role", "auditor", *data],
-                env=env,
-                check=True,
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-            )
+            add_operator(cli, data, env, "auditor")
             database_url = subprocess.run(
                 [*cli, "db-url", *data], env=env, check=True, cwd=ROOT, capture_output=True, text=True
             ).stdout.splitlines()[-1]

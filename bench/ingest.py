@@ -89,6 +89,13 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
                     child.wait()
 
 
+def add_operator(cli: list[str], data: list[str], env: dict[str, str], role: str) -> None:
+    """Create the ``bench`` operator (password ``PASSWORD`` from ``env``) on the running service's database:
+    only ``serve`` creates a database, so operators are added once it runs."""
+    command = [*cli, "operator", "create", "--username", "bench", "--role", role, *data]
+    subprocess.run(command, env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
 def stop_on_sigterm() -> None:
     """``kill`` (SIGTERM) ends a benchmark like Ctrl-C: through its ``finally`` blocks, which stop what it started."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -457,14 +464,7 @@ def main() -> None:
         ):
             wait_http(f"{service}/health/ready", 180, service_proc, work / "service.log")
             wait_http(f"{hello}/hello", 60, hp, work / "hello.log")
-            # Only serve creates the database; operators are added to the running one.
-            subprocess.run(
-                [*cli, "operator", "create", "--username", "bench", "--role", "admin", *data],
-                env=env,
-                check=True,
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-            )
+            add_operator(cli, data, env, "admin")
             with httpx.Client(base_url=service, timeout=60) as client:
                 login = client.post("/v1/auth/operator/login", json={"username": "bench", "password": PASSWORD})
                 login.raise_for_status()

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.freeze_probe import FreezeProbe  # noqa: E402
 from bench.http_load import Connection  # noqa: E402
-from bench.ingest import PASSWORD, Timed, free_port, process, report, run_for, stop_on_sigterm, wait_http  # noqa: E402
+from bench.ingest import PASSWORD, add_operator, Timed, free_port, process, report, run_for, stop_on_sigterm, wait_http  # noqa: E402
 from integrations.simulators.sms_gateway import SmsGatewaySimulator  # noqa: E402
 from ledger import ISSUANCE_POINTS, Ledger, LedgerUnit, NewTransfer, TransferCode, resident_points_account  # noqa: E402
 
@@ -174,14 +174,7 @@ def main() -> None:
         ):
             wait_http(f"{service}/health/ready", 180, service_proc, work / "service.log")
             wait_http(f"{hello}/hello", 60, hello_proc, work / "hello.log")
-            # Only serve creates the database; operators are added to the running one.
-            subprocess.run(
-                [*cli, "operator", "create", "--username", "bench", "--role", "admin", *data],
-                env=env,
-                check=True,
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-            )
+            add_operator(cli, data, env, "admin")
             database_url = subprocess.run(
                 [*cli, "db-url", *data], env=env, check=True, cwd=ROOT, capture_output=True, text=True
             ).stdout.splitlines()[-1]
