@@ -155,7 +155,7 @@ class IngestGroups:
     async def _settle_group(self, rules: Rules, key: GroupKey, group: list[_Submission]) -> None:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                kind, accepted, decisions = await self._write(rules, key, group)
+                kind, refusals, decisions = await self._write(rules, key, group)
                 break
             except LedgerConflict as exc:
                 if attempt < _ATTEMPTS:
@@ -169,7 +169,7 @@ class IngestGroups:
                 return
         offset = 0
         for submission in group:
-            refusal = accepted.get(submission)
+            refusal = refusals.get(submission)
             if refusal is not None:
                 _settle(submission, exc=refusal)
                 continue
