@@ -58,7 +58,10 @@ async def test_a_partner_that_drips_its_answer_is_cut_off_at_the_calls_deadline(
 
 
 async def test_a_slow_partner_uses_up_its_own_connections_and_never_a_healthy_ones() -> None:
-    limits = PartnerLimits(timeout_s=5.0, deadline_s=3.0, connections=4, pool_wait_s=0.2)
+    # A second's wait for a connection: 40 quick calls through 4 connections fit in it even on a loaded
+    # machine (0.2 s did not, once, in CI), and the slow partner's callers still hear "busy" long before
+    # its 3 s deadline.
+    limits = PartnerLimits(timeout_s=5.0, deadline_s=3.0, connections=4, pool_wait_s=1.0)
     with PartnerSimulator(seed=22) as slow_sim, PartnerSimulator(seed=23) as healthy_sim:
         slow, healthy = endpoint(slow_sim), endpoint(healthy_sim)
         stuck = slow_sim.add_record(trip(slow_sim.open_account(), yesterday_at(9), 20, 6_000))
