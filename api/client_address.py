@@ -31,6 +31,16 @@ def _trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None, proxies: 
     return ip is not None and any(ip in network for network in proxies)
 
 
+def is_trusted_proxy(address: str | None, proxies: Sequence[Network]) -> bool:
+    """Whether ``address`` (a peer's, as text) is one of the trusted proxies; anything not an IP is not."""
+    return address is not None and _trusted(_ip(address), proxies)
+
+
+def is_loopback(address: str | None) -> bool:
+    ip = _ip(address) if address is not None else None
+    return ip is not None and ip.is_loopback
+
+
 def client_address(peer: str | None, forwarded_for: Iterable[str], proxies: Sequence[Network]) -> str | None:
     """The client's address: the peer, or the nearest untrusted hop in ``X-Forwarded-For`` behind trusted proxies.
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import logging
 import os
 import time
@@ -37,7 +36,7 @@ from prometheus_client.process_collector import ProcessCollector
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import webhooks
-from api.client_address import Network, client_address, parse_networks
+from api.client_address import Network, client_address, is_loopback, is_trusted_proxy, parse_networks
 from api.settings import Settings
 from domain.errors import Unauthenticated
 from ledger import Ledger
@@ -281,22 +280,9 @@ def may_read_metrics(request: Request[Any, Any, Any], settings: Settings, proxie
     peer = request.client.host if request.client else None
     if peer is None:
         return False
-    forwarded = request.headers.getall("x-forwarded-for", [])
-    peer_is_proxy = any(_is_in(peer, network) for network in proxies)
-    if not peer_is_proxy and any(name in request.headers for name in _FORWARDING_HEADERS):
+    if not is_trusted_proxy(peer, proxies) and any(name in request.headers for name in _FORWARDING_HEADERS):
         return False
-    address = client_address(peer, forwarded, proxies)
-    try:
-        return address is not None and ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
-def _is_in(address: str, network: Network) -> bool:
-    try:
-        return ipaddress.ip_address(address) in network
-    except ValueError:
-        return False
+    return is_loopback(client_address(peer, request.headers.getall("x-forwarded-for", []), proxies))
 
 
 class MetricsController(Controller):

@@ -19,10 +19,9 @@ from collections.abc import Callable
 import contextvars
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from ipaddress import ip_address
 from typing import Any
 
-from api.client_address import Network, parse_networks
+from api.client_address import Network, is_trusted_proxy, parse_networks
 from api.settings import Settings
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -121,13 +120,7 @@ class RequestIds:
 
     def _trusted(self, scope: Any) -> bool:
         client = scope.get("client")
-        if not client or not self.proxies:
-            return False
-        try:
-            address = ip_address(client[0])
-        except ValueError:
-            return False
-        return any(address in network for network in self.proxies)
+        return bool(client) and is_trusted_proxy(client[0], self.proxies)
 
     def _request_id(self, scope: Any) -> str:
         if self._trusted(scope):
