@@ -36,7 +36,7 @@ from domain.identity import TokenExpired, TokenInvalid
 _PROJECT = ("api.", "domain.", "ledger.", "integrations.")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 #: Problems the framework's own errors become (api.errors): (status, code, title).
-_FRAMEWORK = {"not_found": (404, "Not found")}
+_NOT_FOUND = (404, "not_found", "Not found")
 _INTERNAL = (500, "internal_error", "Internal error")
 _PROBLEM_SCHEMA = "Problem"
 #: ``{tree_size:int}`` in a route is ``{tree_size}`` in the document.
@@ -190,8 +190,8 @@ def problems_of(handler: HTTPRouteHandler, method: str) -> dict[int, dict[str, s
     for error in errors:
         found.setdefault(STATUS_BY_KIND[error.kind], {})[error.code] = error.title
     if any("{" in path for path in handler.paths):
-        status, title = _FRAMEWORK["not_found"]
-        found.setdefault(status, {}).setdefault("not_found", title)
+        status, code, title = _NOT_FOUND
+        found.setdefault(status, {}).setdefault(code, title)
     status, code, title = _INTERNAL
     found.setdefault(status, {})[code] = title
     return found

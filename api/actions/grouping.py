@@ -54,7 +54,7 @@ GroupKey = tuple[UUID, str]
 #: Told, once a group has committed, of its kind and each record's (outcome, grams): the metrics.
 DecisionObserver = Callable[[str, Sequence[tuple[str, int]]], None]
 #: Told of each group: its requests, its records and how long it took to decide and write (s).
-GroupObserver = Callable[[int, int, float], None]
+IngestGroupObserver = Callable[[int, int, float], None]
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class IngestGroups:
         max_records: int = 1000,
         wait_s: float = 0.005,
         observe_decided: DecisionObserver | None = None,
-        observe_group: GroupObserver | None = None,
+        observe_group: IngestGroupObserver | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._secret_of = secret_of

@@ -4,6 +4,7 @@ partners' webhook secrets."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -11,7 +12,7 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.actions.errors import PartnerNotFound
-from api.actions.grouping import DecisionObserver, GroupObserver, IngestGroups
+from api.actions.grouping import DecisionObserver, IngestGroupObserver, IngestGroups
 from api.identity import Partner, find_partner
 from api.keys import ServerSecret
 from api.settings import Settings
@@ -33,18 +34,19 @@ class LinkLimits:
 @dataclass(frozen=True)
 class ActionsRuntime:
     rules: Rules
-    signature_tolerance_s: int
     partners: PartnerGateway
     secret: ServerSecret
     link_limits: LinkLimits
     groups: IngestGroups
 
-    def webhook_secret(self, partner: Partner) -> str:
-        return self.secret.unseal(partner.webhook_secret_sealed)
-
     def endpoint(self, partner: Partner) -> PartnerEndpoint:
         """Where and how to call ``partner`` back."""
-        return PartnerEndpoint(partner.id, partner.api_base_url, self.webhook_secret(partner))
+        return PartnerEndpoint(partner.id, partner.api_base_url, webhook_secret(self.secret, partner))
+
+
+def webhook_secret(secret: ServerSecret, partner: Partner) -> str:
+    """The partner's webhook secret (stored sealed): it signs our calls to the partner and its pushes to us."""
+    return secret.unseal(partner.webhook_secret_sealed)
 
 
 async def get_partner(session: AsyncSession, partner_id: uuid.UUID) -> Partner:
@@ -61,7 +63,7 @@ def open_actions(
     sessionmaker: async_sessionmaker[AsyncSession],
     observe_calls: CallObserver | None = None,
     observe_decided: DecisionObserver | None = None,
-    observe_group: GroupObserver | None = None,
+    observe_group: IngestGroupObserver | None = None,
 ) -> ActionsRuntime:
     """Methodologies, conversion rate, caps, anomaly and signature rules, and the partner client (close it
     with ``partners.aclose()``), and the ingestion groups (``groups.close()``); the observers feed the metrics."""
@@ -74,7 +76,6 @@ def open_actions(
             local_offset=timedelta(minutes=settings.utc_offset_minutes),
             anomaly=AnomalyRule(factor=settings.anomaly_factor, floor=settings.anomaly_floor_per_hour),
         ),
-        signature_tolerance_s=settings.signature_tolerance_s,
         partners=PartnerGateway(
             RetryPolicy(
                 attempts=settings.partner_attempts,
@@ -97,7 +98,7 @@ def open_actions(
         ),
         groups=IngestGroups(
             sessionmaker,
-            lambda partner: secret.unseal(partner.webhook_secret_sealed),
+            functools.partial(webhook_secret, secret),
             signature_tolerance_s=settings.signature_tolerance_s,
             max_records=settings.ingest_group_max_records,
             wait_s=settings.ingest_group_wait_ms / 1000,
